@@ -1,0 +1,321 @@
+// Fused CPU kernels of the critic_lse family: row statistics of a score matrix (forward) and the
+// gradient of any linear combination of them (backward). See csrc/critic_lse.h for the statistics.
+//
+// Each row is read twice from L1/L2 (pass 1: max, pass 2: sums) and written never: the n x m
+// intermediates of the eager formulas (masks, exp, softplus) do not exist. Rows run in parallel;
+// each row reduces in a fixed order, so results are deterministic for a given thread count.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../critic_lse.h"
+
+namespace fastmi {
+namespace {
+
+using at::vec::Vectorized;
+
+template <typename T>
+struct RowLayout {
+  int64_t m;           // columns
+  int64_t excl;        // one excluded negative column, or -1
+  int64_t pos_col;     // the single positive column (diag/index), or -1
+  const bool* pmask;   // the row of the positive mask, or nullptr
+  bool neg_skip_pos;   // negatives exclude the masked positives
+};
+
+template <typename T>
+inline Vectorized<T> softplus(const Vectorized<T>& x) {
+  // softplus(x) = max(x, 0) + log1p(exp(-|x|)): no overflow for |x| large.
+  const Vectorized<T> zero(T(0));
+  return at::vec::maximum(x, zero) + (zero - x.abs()).exp().log1p();
+}
+
+template <typename T>
+inline T softplus_scalar(T x) {
+  return std::max(x, T(0)) + std::log1p(std::exp(-std::abs(x)));
+}
+
+template <typename T>
+inline T sigmoid_scalar(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+template <typename T>
+inline T clip_scalar(T x, T tau) {
+  return std::min(std::max(x, -tau), tau);
+}
+
+// Lane mask (all bits set where true) for the columns j0 .. j0+V-1 of one row.
+template <typename T>
+struct LaneMasks {
+  using Vec = Vectorized<T>;
+  Vec iota;
+  LaneMasks() {
+    T buf[Vec::size()];
+    for (int k = 0; k < Vec::size(); ++k) buf[k] = T(k);
+    iota = Vec::loadu(buf);
+  }
+  // columns that exist (tail) and are not the excluded column
+  inline Vec keep(int64_t j0, int64_t m, int64_t excl) const {
+    Vec idx = iota + Vec(T(j0));
+    Vec k = idx < Vec(T(m));
+    if (excl >= j0 && excl < j0 + Vec::size()) k = k & (idx != Vec(T(excl)));
+    return k;
+  }
+  // lanes whose mask byte equals `want`
+  inline Vec from_bools(const bool* b, int64_t j0, int64_t m, bool want) const {
+    T buf[Vec::size()];
+    for (int k = 0; k < Vec::size(); ++k) {
+      const int64_t j = j0 + k;
+      buf[k] = (j < m && b[j] == want) ? T(1) : T(0);
+    }
+    return Vec::loadu(buf) != Vec(T(0));
+  }
+};
+
+template <typename T>
+inline Vectorized<T> load_row(const T* row, int64_t j0, int64_t m) {
+  const int64_t left = m - j0;
+  return left >= Vectorized<T>::size() ? Vectorized<T>::loadu(row + j0)
+                                       : Vectorized<T>::loadu(row + j0, left);
+}
+
+template <typename T>
+inline T lse_finish(T mx, T sum) {
+  // torch.logsumexp's conventions: an empty or all -inf set gives -inf, +inf gives +inf.
+  if (std::isinf(mx)) return mx;
+  return mx + std::log(sum);
+}
+
+template <typename T>
+inline Vectorized<T> negative_keep(const LaneMasks<T>& lm, const RowLayout<T>& L, int64_t j0) {
+  Vectorized<T> k = lm.keep(j0, L.m, L.excl);
+  if (L.neg_skip_pos) k = k & lm.from_bools(L.pmask, j0, L.m, false);
+  return k;
+}
+
+template <typename T>
+void row_forward(const T* row, const RowLayout<T>& L, const LaneMasks<T>& lm, T tau, int64_t need,
+                 T* out /* NUM_STATS values, stride ostride */, int64_t ostride) {
+  using Vec = Vectorized<T>;
+  const int V = Vec::size();
+  const T inf = std::numeric_limits<T>::infinity();
+  const bool want_lse = need & (1 << STAT_LSE), want_clse = need & (1 << STAT_CLSE),
+             want_sp = need & (1 << STAT_SP);
+  T res[NUM_STATS] = {0, 0, 0, 0, 0, 0};
+
+  if (want_lse || want_clse || want_sp) {
+    // pass 1: max over the negatives (clip is monotone, so the clipped max is clip(max)).
+    Vec vmax(-inf);
+    for (int64_t j0 = 0; j0 < L.m; j0 += V) {
+      Vec x = Vec::blendv(Vec(-inf), load_row(row, j0, L.m), negative_keep(lm, L, j0));
+      vmax = at::vec::maximum(vmax, x);
+    }
+    T mx = at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, vmax);
+    const T cmx = std::isnan(mx) ? mx : clip_scalar(mx, tau);
+    // Shifts that keep exp finite even when the max is infinite (the result is then set by lse_finish).
+    const Vec shift(std::isinf(mx) ? T(0) : mx), cshift(std::isinf(cmx) ? T(0) : cmx);
+    const Vec lo(-tau), hi(tau), zero(T(0));
+    // pass 2: the sums.
+    Vec s0(T(0)), s1(T(0)), s2(T(0));
+    for (int64_t j0 = 0; j0 < L.m; j0 += V) {
+      const Vec keep = negative_keep(lm, L, j0);
+      const Vec x = load_row(row, j0, L.m);
+      if (want_lse) s0 = s0 + Vec::blendv(zero, (x - shift).exp(), keep);
+      if (want_clse) s1 = s1 + Vec::blendv(zero, (at::vec::clamp(x, lo, hi) - cshift).exp(), keep);
+      if (want_sp) s2 = s2 + Vec::blendv(zero, softplus(x), keep);
+    }
+    auto add = [](Vec& a, Vec& b) { return a + b; };
+    if (want_lse) res[STAT_LSE] = lse_finish(mx, at::vec::vec_reduce_all<T>(add, s0));
+    if (want_clse) res[STAT_CLSE] = lse_finish(cmx, at::vec::vec_reduce_all<T>(add, s1));
+    if (want_sp) res[STAT_SP] = at::vec::vec_reduce_all<T>(add, s2);
+  }
+
+  const bool want_pos = need & (1 << STAT_POS), want_psp = need & (1 << STAT_PSP),
+             want_cpos = need & (1 << STAT_CPOS);
+  if (want_pos || want_psp || want_cpos) {
+    if (L.pmask == nullptr) {
+      const T x = row[L.pos_col];
+      res[STAT_POS] = want_pos ? x : T(0);
+      res[STAT_PSP] = want_psp ? softplus_scalar(-x) : T(0);
+      res[STAT_CPOS] = want_cpos ? (std::isnan(x) ? x : clip_scalar(x, tau)) : T(0);
+    } else {
+      const Vec lo(-tau), hi(tau), zero(T(0));
+      Vec p0(T(0)), p1(T(0)), p2(T(0));
+      for (int64_t j0 = 0; j0 < L.m; j0 += V) {
+        const Vec keep = lm.from_bools(L.pmask, j0, L.m, true);
+        const Vec x = load_row(row, j0, L.m);
+        if (want_pos) p0 = p0 + Vec::blendv(zero, x, keep);
+        if (want_psp) p1 = p1 + Vec::blendv(zero, softplus(zero - x), keep);
+        if (want_cpos) p2 = p2 + Vec::blendv(zero, at::vec::clamp(x, lo, hi), keep);
+      }
+      auto add = [](Vec& a, Vec& b) { return a + b; };
+      res[STAT_POS] = at::vec::vec_reduce_all<T>(add, p0);
+      res[STAT_PSP] = at::vec::vec_reduce_all<T>(add, p1);
+      res[STAT_CPOS] = at::vec::vec_reduce_all<T>(add, p2);
+    }
+  }
+  for (int k = 0; k < NUM_STATS; ++k) out[k * ostride] = res[k];
+}
+
+template <typename T>
+void row_backward(const T* row, const RowLayout<T>& L, const LaneMasks<T>& lm, T tau, int64_t need,
+                  const T* g /* NUM_STATS grads */, const T* st /* NUM_STATS stats */, T* grow) {
+  using Vec = Vectorized<T>;
+  const int V = Vec::size();
+  const bool use_lse = (need & (1 << STAT_LSE)) && g[STAT_LSE] != T(0);
+  const bool use_clse = (need & (1 << STAT_CLSE)) && g[STAT_CLSE] != T(0);
+  const bool use_sp = (need & (1 << STAT_SP)) && g[STAT_SP] != T(0);
+  const Vec zero(T(0)), one(T(1)), lo(-tau), hi(tau);
+  const Vec g0(g[STAT_LSE]), g1(g[STAT_CLSE]), g2(g[STAT_SP]);
+  const Vec l0(st[STAT_LSE]), l1(st[STAT_CLSE]);
+  for (int64_t j0 = 0; j0 < L.m; j0 += V) {
+    const Vec x = load_row(row, j0, L.m);
+    Vec acc = zero;
+    if (use_lse) acc = acc + g0 * (x - l0).exp();
+    if (use_clse) {
+      const Vec inside = (x >= lo) & (x <= hi);
+      acc = acc + Vec::blendv(zero, g1 * (at::vec::clamp(x, lo, hi) - l1).exp(), inside);
+    }
+    if (use_sp) acc = acc + g2 / (one + (zero - x).exp());
+    acc = Vec::blendv(zero, acc, negative_keep(lm, L, j0));
+    const int64_t left = L.m - j0;
+    if (left >= V) acc.store(grow + j0); else acc.store(grow + j0, left);
+  }
+  const bool use_pos = (need & (1 << STAT_POS)), use_psp = (need & (1 << STAT_PSP)),
+             use_cpos = (need & (1 << STAT_CPOS));
+  if (!(use_pos || use_psp || use_cpos)) return;
+  auto pos_grad = [&](T x) {
+    T d = 0;
+    if (use_pos) d += g[STAT_POS];
+    if (use_psp) d -= g[STAT_PSP] * sigmoid_scalar(-x);
+    if (use_cpos && x >= -tau && x <= tau) d += g[STAT_CPOS];
+    return d;
+  };
+  if (L.pmask == nullptr) {
+    grow[L.pos_col] += pos_grad(row[L.pos_col]);
+  } else {
+    for (int64_t j = 0; j < L.m; ++j)
+      if (L.pmask[j]) grow[j] += pos_grad(row[j]);
+  }
+}
+
+struct Inputs {
+  at::Tensor scores, pos_index, pos_mask;
+  int64_t n, m;
+};
+
+Inputs check_inputs(const at::Tensor& scores, const std::optional<at::Tensor>& pos_index,
+                    const std::optional<at::Tensor>& pos_mask, int64_t neg_mode) {
+  TORCH_CHECK(scores.dim() == 2, "fastmi::critic_lse: scores must be 2-D, got ", scores.dim(), "-D");
+  TORCH_CHECK(scores.scalar_type() == at::kFloat || scores.scalar_type() == at::kDouble,
+              "fastmi::critic_lse (CPU): scores must be float32 or float64, got ", scores.scalar_type());
+  TORCH_CHECK(neg_mode >= 0 && neg_mode <= 2, "fastmi::critic_lse: neg_mode must be 0, 1 or 2");
+  TORCH_CHECK(!(pos_index.has_value() && pos_mask.has_value()),
+              "fastmi::critic_lse: give pos_index or pos_mask, not both");
+  Inputs in;
+  in.scores = scores.contiguous();
+  in.n = scores.size(0);
+  in.m = scores.size(1);
+  TORCH_CHECK(in.m < (int64_t(1) << 24), "fastmi::critic_lse (CPU): at most 2^24 columns");
+  if (pos_index.has_value()) {
+    TORCH_CHECK(pos_index->dim() == 1 && pos_index->size(0) == in.n &&
+                    pos_index->scalar_type() == at::kLong,
+                "fastmi::critic_lse: pos_index must be an int64 vector of length n");
+    in.pos_index = pos_index->contiguous();
+  } else if (pos_mask.has_value()) {
+    TORCH_CHECK(pos_mask->sizes() == scores.sizes() && pos_mask->scalar_type() == at::kBool,
+                "fastmi::critic_lse: pos_mask must be a bool tensor shaped like scores");
+    in.pos_mask = pos_mask->contiguous();
+  } else {
+    TORCH_CHECK(in.n == in.m, "fastmi::critic_lse: diagonal positives need a square score matrix");
+  }
+  return in;
+}
+
+template <typename T>
+RowLayout<T> row_layout(const Inputs& in, int64_t i, int64_t neg_mode) {
+  RowLayout<T> L;
+  L.m = in.m;
+  L.pmask = in.pos_mask.defined() ? in.pos_mask.data_ptr<bool>() + i * in.m : nullptr;
+  L.pos_col = -1;
+  if (!L.pmask) {
+    L.pos_col = in.pos_index.defined() ? in.pos_index.data_ptr<int64_t>()[i] : i;
+    TORCH_CHECK(L.pos_col >= 0 && L.pos_col < in.m, "fastmi::critic_lse: pos_index[", i, "] = ",
+                L.pos_col, " is out of range for ", in.m, " columns");
+  }
+  L.excl = -1;
+  L.neg_skip_pos = false;
+  if (neg_mode == NEG_OFF_DIAGONAL) L.excl = i;
+  if (neg_mode == NEG_OFF_POSITIVE) {
+    if (L.pmask) L.neg_skip_pos = true; else L.excl = L.pos_col;
+  }
+  return L;
+}
+
+int64_t grain_for(int64_t m) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(m, 1)); }
+
+at::Tensor critic_lse_cpu(const at::Tensor& scores, const std::optional<at::Tensor>& pos_index,
+                          const std::optional<at::Tensor>& pos_mask, int64_t neg_mode, double clip,
+                          int64_t need) {
+  Inputs in = check_inputs(scores, pos_index, pos_mask, neg_mode);
+  at::Tensor stats = at::zeros({NUM_STATS, in.n}, scores.options());
+  AT_DISPATCH_FLOATING_TYPES(in.scores.scalar_type(), "critic_lse_cpu", [&] {
+    const scalar_t* S = in.scores.data_ptr<scalar_t>();
+    scalar_t* out = stats.data_ptr<scalar_t>();
+    const scalar_t tau = static_cast<scalar_t>(clip);
+    at::parallel_for(0, in.n, grain_for(in.m), [&](int64_t begin, int64_t end) {
+      LaneMasks<scalar_t> lm;
+      for (int64_t i = begin; i < end; ++i) {
+        RowLayout<scalar_t> L = row_layout<scalar_t>(in, i, neg_mode);
+        row_forward<scalar_t>(S + i * in.m, L, lm, tau, need, out + i, in.n);
+      }
+    });
+  });
+  return stats;
+}
+
+at::Tensor critic_lse_backward_cpu(const at::Tensor& grad_stats, const at::Tensor& scores,
+                                   const std::optional<at::Tensor>& pos_index,
+                                   const std::optional<at::Tensor>& pos_mask, int64_t neg_mode,
+                                   double clip, int64_t need, const at::Tensor& stats) {
+  Inputs in = check_inputs(scores, pos_index, pos_mask, neg_mode);
+  TORCH_CHECK(grad_stats.sizes() == stats.sizes() && stats.size(0) == NUM_STATS &&
+                  stats.size(1) == in.n,
+              "fastmi::critic_lse_backward: grad_stats and stats must be [", int(NUM_STATS), ", n]");
+  at::Tensor g = grad_stats.to(scores.scalar_type()).t().contiguous();  // [n, NUM_STATS]
+  at::Tensor st = stats.to(scores.scalar_type()).t().contiguous();
+  at::Tensor grad = at::empty({in.n, in.m}, scores.options());
+  AT_DISPATCH_FLOATING_TYPES(in.scores.scalar_type(), "critic_lse_backward_cpu", [&] {
+    const scalar_t* S = in.scores.data_ptr<scalar_t>();
+    const scalar_t* G = g.data_ptr<scalar_t>();
+    const scalar_t* ST = st.data_ptr<scalar_t>();
+    scalar_t* out = grad.data_ptr<scalar_t>();
+    const scalar_t tau = static_cast<scalar_t>(clip);
+    at::parallel_for(0, in.n, grain_for(in.m), [&](int64_t begin, int64_t end) {
+      LaneMasks<scalar_t> lm;
+      for (int64_t i = begin; i < end; ++i) {
+        RowLayout<scalar_t> L = row_layout<scalar_t>(in, i, neg_mode);
+        row_backward<scalar_t>(S + i * in.m, L, lm, tau, need, G + i * NUM_STATS,
+                               ST + i * NUM_STATS, out + i * in.m);
+      }
+    });
+  });
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastmi, CPU, m) {
+  m.impl("critic_lse", &critic_lse_cpu);
+  m.impl("critic_lse_backward", &critic_lse_backward_cpu);
+}
+
+}  // namespace fastmi

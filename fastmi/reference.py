@@ -1,0 +1,142 @@
+"""Pure-PyTorch definitions of every fastmi loss: the math, the test oracle, the fallback backend.
+
+Written densely and directly from ../SPEC.md (sections 4 and 7), independently of the fused
+kernels' row-statistics decomposition, so that comparing the two checks the kernels. Notation:
+S is the n x m score matrix with S[i, j] = T(x_i, y_j); P and N are the positive and negative
+pairs (see ``fastmi._scores``); mean_P, mean_N average over them; LME_N(S) = log mean_N exp(S);
+sg() is stop-gradient; clip(S) = clamp(S, -tau, tau).
+
+Every function returns ``MIResult(loss, mi)``: ``mi`` is the bound's value (detached),
+``loss = -surrogate + R`` where the surrogate has the bound's value and the gradient the paper
+trains with, and R = reg_weight * d(stat, reg_target) is the regularizer of Choi & Lee
+(d = squared difference by default, absolute difference with reg_norm="l1").
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as TF
+
+from . import _scores
+from ._result import MIResult
+
+
+def straight_through(grad_value: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """A tensor with the value of ``value`` and the gradient of ``grad_value``: g + sg(v - g)."""
+    return grad_value + (value - grad_value).detach()
+
+
+def regularizer(stat: torch.Tensor, weight: float, target: float, norm: str = "l2") -> torch.Tensor:
+    """R = weight * (stat - target)^2 ("l2", the papers' default) or weight * |stat - target| ("l1")."""
+    d = stat - target
+    return weight * (d * d if norm == "l2" else d.abs())
+
+
+def _finish(surrogate, value, stat, reg_weight, reg_target, reg_norm) -> MIResult:
+    loss = -straight_through(surrogate, value)
+    if reg_weight:
+        loss = loss + regularizer(stat, reg_weight, reg_target, reg_norm)
+    return MIResult(loss, value.detach())
+
+
+def _lme(values: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(values, 0) - math.log(values.numel())
+
+
+def _clip(S: torch.Tensor, tau: Optional[float]) -> torch.Tensor:
+    return S if tau is None else S.clamp(-tau, tau)
+
+
+def _masks(scores, positives, negatives, *, infonce, name):
+    layout = _scores.resolve(scores, positives, negatives, infonce=infonce, name=name)
+    return layout.dense_masks(scores.device)
+
+
+def infonce(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
+    """I = mean over positive pairs (i, p) of [S_ip - LME_{j in N_i} S_ij]; with the diagonal and
+    all entries, I = log m + mean_i [S_ii - logsumexp_j S_ij]. Regularized statistic: the mean over
+    anchors (weighted by their number of positives) of LME_{j in N_i} S_ij."""
+    P, N = _masks(scores, positives, negatives, infonce=True, name="infonce")
+    row_lme = torch.logsumexp(scores.masked_fill(~N, -math.inf), 1) - N.sum(1).to(scores.dtype).log()
+    terms = (scores - row_lme[:, None])[P]
+    I = terms.mean()
+    counts = P.sum(1).to(scores.dtype)
+    stat = (counts * torch.where(counts > 0, row_lme, torch.zeros_like(row_lme))).sum() / counts.sum()
+    return _finish(I, I, stat, reg_weight, reg_target, reg_norm)
+
+
+def dv(scores, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
+    """Donsker-Varadhan / MINE value: I = mean_P S - LME_N(S) (on clip(S) when clip is given).
+    Regularized statistic: LME_N(S), unclipped (ReMINE / ReDV)."""
+    P, N = _masks(scores, positives, negatives, infonce=False, name="dv")
+    Sv = _clip(scores, clip)
+    I = Sv[P].mean() - _lme(Sv[N])
+    return _finish(I, I, _lme(scores[N]), reg_weight, reg_target, reg_norm)
+
+
+def nwj(scores, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
+    """NWJ: I = mean_P S - mean_N exp(S - 1) (on clip(S) when clip is given). Statistic: LME_N(S)."""
+    P, N = _masks(scores, positives, negatives, infonce=False, name="nwj")
+    Sv = _clip(scores, clip)
+    I = Sv[P].mean() - (Sv[N] - 1).exp().mean()
+    return _finish(I, I, _lme(scores[N]), reg_weight, reg_target, reg_norm)
+
+
+def tuba(scores, log_baseline=0.0, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg_target=0.0,
+         reg_norm="l2") -> MIResult:
+    """TUBA with per-row log-baseline a_i: I = 1 + mean_P (S_ip - a_i) - mean_N exp(S_ij - a_i).
+    a = 1 gives NWJ. Statistic: LME_N(S)."""
+    P, N = _masks(scores, positives, negatives, infonce=False, name="tuba")
+    a = torch.as_tensor(log_baseline, dtype=scores.dtype, device=scores.device)
+    shifted = _clip(scores, clip) - (a[:, None] if a.dim() == 1 else a)
+    I = 1 + shifted[P].mean() - shifted[N].exp().mean()
+    return _finish(I, I, _lme(scores[N]), reg_weight, reg_target, reg_norm)
+
+
+def _js_surrogate(scores, P, N):
+    return -TF.softplus(-scores[P]).mean() - TF.softplus(scores[N]).mean()
+
+
+def js(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
+    """f-GAN Jensen-Shannon: trained on J = mean_P(-softplus(-S)) - mean_N softplus(S); reports the
+    NWJ value of the same scores. Statistic: mean_N softplus(S) (ReJS)."""
+    P, N = _masks(scores, positives, negatives, infonce=False, name="js")
+    I = scores[P].mean() - (scores[N] - 1).exp().mean()
+    J = _js_surrogate(scores, P, N)
+    return _finish(J, I, TF.softplus(scores[N]).mean(), reg_weight, reg_target, reg_norm)
+
+
+def smile(scores, *, positives=None, negatives=None, clip=5.0, clip_positives=False, reg_weight=0.0, reg_target=0.0,
+          reg_norm="l2") -> MIResult:
+    """SMILE(tau): value mean_P S - LME_N(clip(S)) (positives clipped too with clip_positives=True);
+    gradient from JS. clip=None gives the DV value with the JS gradient. Statistic: LME_N(S), unclipped."""
+    P, N = _masks(scores, positives, negatives, infonce=False, name="smile")
+    Sc = _clip(scores, clip)
+    I = (Sc if clip_positives else scores)[P].mean() - _lme(Sc[N])
+    J = _js_surrogate(scores, P, N)
+    return _finish(J, I, _lme(scores[N]), reg_weight, reg_target, reg_norm)
+
+
+def mine_running_update(running_lme: torch.Tensor, batch_lme: torch.Tensor, momentum: float) -> torch.Tensor:
+    """Moving average of E_N[e^S] in log space: log(momentum * e^running + (1 - momentum) * e^batch);
+    an empty (NaN) running value starts at the batch value."""
+    batch_lme = batch_lme.detach().to(running_lme.dtype)
+    mixed = torch.logaddexp(running_lme + math.log(momentum), batch_lme + math.log1p(-momentum)) if momentum > 0 else batch_lme
+    return torch.where(torch.isnan(running_lme), batch_lme, mixed)
+
+
+def mine(scores, running_lme, *, momentum=0.9, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0,
+         reg_norm="l2") -> MIResult:
+    """MINE: the DV value; the gradient replaces the batch partition function E_N[e^S] by its moving
+    average (Belghazi et al.): surrogate = mean_P S - E_N[e^S] / sg(ema). ``running_lme`` (log of the
+    moving average, a 0-d tensor, NaN when empty) is updated in place, like F.batch_norm's running stats."""
+    P, N = _masks(scores, positives, negatives, infonce=False, name="mine")
+    batch_lme = _lme(scores[N])
+    with torch.no_grad():
+        running_lme.copy_(mine_running_update(running_lme, batch_lme, momentum))
+    pos = scores[P].mean()
+    I = pos - batch_lme
+    surrogate = pos - torch.exp(batch_lme - running_lme.detach().to(scores.dtype))
+    return _finish(surrogate, I, batch_lme, reg_weight, reg_target, reg_norm)
