@@ -1,0 +1,35 @@
+# fastmi: `make demo` and `make test` each do all set-up on a fresh machine, then run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fastmi-installed
+TORCH_SPEC ?= torch==2.13.0
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q numpy pytest hypothesis pytest-benchmark expecttest ninja tqdm setuptools wheel
+	$(PY) -m pip install -q triton || echo "fastmi: triton could not be installed; its tests will be skipped"
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	$(PY) -m fastmi info
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m fastmi demo
+
+test: setup
+	$(PY) -m pytest -q -m "not slow and not gpu" tests
+
+test-all: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=median,iqr,rounds --benchmark-sort=name
+
+clean:
+	rm -rf build *.egg-info fastmi/_C*.so $(VENV)

@@ -1,0 +1,105 @@
+"""One place that picks the backend of every call.
+
+``backend`` is "auto" (default), "triton", "cuda", "cpu" or "reference". The environment variable
+FASTMI_BACKEND replaces "auto" (an explicit argument in code wins).
+
+auto: CUDA tensors -> Triton, else the CUDA extension, else the reference; CPU tensors -> the C++
+CPU kernel, else the reference, with one warning naming what is missing. With TRITON_INTERPRET=1
+the Triton backend also accepts CPU tensors (that is how it is tested without a GPU).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+
+import torch
+
+from . import _ext
+
+BACKENDS = ("auto", "triton", "cuda", "cpu", "reference")
+
+
+def _probe_triton() -> tuple[bool, str]:
+    if importlib.util.find_spec("triton") is None:
+        return False, "triton is not installed (pip install triton)"
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        return False, "no CUDA device (set TRITON_INTERPRET=1 to run the Triton kernels on CPU through the interpreter)"
+    try:
+        import triton  # noqa: F401
+
+        from .kernels import critic_lse  # noqa: F401
+    except Exception as exc:  # a broken triton install must not break fastmi
+        return False, f"triton failed to import: {exc}"
+    how = "CUDA" if torch.cuda.is_available() else "CPU tensors through TRITON_INTERPRET=1"
+    return True, f"triton {triton.__version__} ({how})"
+
+
+def _probe_ext() -> tuple[tuple[bool, str], tuple[bool, str]]:
+    mod = _ext.load()
+    st = _ext.status()
+    if mod is None:
+        return (False, st["error"]), (False, st["error"])
+    cpu = (True, st["how"])
+    if not torch.cuda.is_available():
+        cuda = (False, "no CUDA device")
+    elif not st["cuda"]:
+        cuda = (False, "fastmi._C was built without CUDA kernels (torch without CUDA or no nvcc at build time)")
+    else:
+        cuda = (True, st["how"] + " with CUDA kernels")
+    return cpu, cuda
+
+
+_TRITON = _probe_triton()
+_CPU, _CUDA = _probe_ext()
+_warned: set = set()
+
+
+def availability() -> dict[str, tuple[bool, str]]:
+    """{backend: (available, why)} for this process."""
+    return {
+        "triton": _TRITON,
+        "cuda": _CUDA,
+        "cpu": _CPU,
+        "reference": (True, "pure PyTorch (always available)"),
+    }
+
+
+def _fallback(reason: str) -> str:
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"fastmi: using the reference (unfused) backend: {reason}", RuntimeWarning, stacklevel=4)
+    return "reference"
+
+
+def select(backend: str, tensor: torch.Tensor, name: str) -> str:
+    """The concrete backend for a call on ``tensor``; raises if an explicitly requested one cannot run."""
+    if backend == "auto":
+        backend = os.environ.get("FASTMI_BACKEND", "auto") or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(f"FASTMI_BACKEND must be one of {BACKENDS}, got {backend!r}")
+    elif backend not in BACKENDS:
+        raise ValueError(f"{name}: backend must be one of {BACKENDS}, got {backend!r}")
+    dev = tensor.device.type
+    if backend == "auto":
+        if dev == "cuda":
+            if _TRITON[0]:
+                return "triton"
+            if _CUDA[0]:
+                return "cuda"
+            return _fallback(f"no GPU kernel ({_TRITON[1]}; {_CUDA[1]})")
+        if dev == "cpu":
+            return "cpu" if _CPU[0] else _fallback(f"no C++ CPU kernel ({_CPU[1]})")
+        return "reference"
+    if backend == "reference":
+        return backend
+    ok, why = availability()[backend]
+    if not ok:
+        raise RuntimeError(f"{name}: backend={backend!r} is not available: {why}")
+    if backend == "cpu" and dev != "cpu":
+        raise ValueError(f"{name}: backend='cpu' needs CPU tensors, got {dev}")
+    if backend == "cuda" and dev != "cuda":
+        raise ValueError(f"{name}: backend='cuda' needs CUDA tensors, got {dev}")
+    if backend == "triton" and dev != "cuda" and not (dev == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+        raise ValueError(f"{name}: backend='triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1)")
+    return backend

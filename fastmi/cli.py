@@ -1,0 +1,35 @@
+"""The ``fastmi`` command: ``fastmi info`` (which backends run here and why not), ``fastmi demo``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _info() -> int:
+    import torch
+
+    import fastmi
+
+    print(f"fastmi {fastmi.__version__}, torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
+    for name, (ok, why) in fastmi.info().items():
+        print(f"  {name:<10} {'yes' if ok else 'no ':<4} {why}")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="fastmi", description="fused mutual-information losses")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="which backends are available, and why not")
+    sub.add_parser("demo", help="MI of correlated Gaussians with several bounds + fused-vs-reference timings",
+                   add_help=False)
+    args, rest = p.parse_known_args(argv)
+    if args.command == "info":
+        return _info()
+    from . import demo
+
+    return demo.main(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""fastmi's losses, one function each. Docstrings give the formula; ``fastmi.reference`` holds the
+same definitions in plain PyTorch.
+
+Score convention (SPEC section 7): ``scores[i, j] = T(x_i, y_j)``, n x m. ``positives`` is None
+(the diagonal), an integer vector (one positive column per row, e.g. class labels of logits), or a
+boolean n x m mask (e.g. same-label pairs). ``negatives`` is "all", "off_positive" or
+"off_diagonal"; None takes the papers' choice:
+
+    positives    infonce         dv / nwj / tuba / js / smile / mine
+    None         "all"           "off_positive"  (= off the diagonal)
+    index        "all"           "all"           (SLB: every logit is a marginal sample)
+    mask         "off_diagonal"  "off_diagonal"  (CLB: every pair i != j)
+
+Every loss returns ``MIResult(loss, mi)``: ``mi`` is the detached estimate (never including the
+regularizer), ``loss = -bound + reg_weight * (stat - reg_target)^2`` with the paper's gradient tricks.
+The "vector form" ``f(joint=t_joint, marginal=t_marginal)`` takes critic values on separately drawn
+joint and marginal pairs, as the authors' code does.
+
+Non-finite scores propagate the way ``torch.logsumexp`` propagates them (NaN in, NaN out); they are
+not an error, so that the check costs no device synchronization.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import _backend, _critic_bounds, _scores, _validate, reference
+from ._result import MIResult
+
+__all__ = ["infonce", "dv", "mine", "nwj", "tuba", "js", "smile"]
+
+
+def _scores_of(name, scores, joint, marginal, positives, negatives):
+    """Check ``scores`` or turn the vector form into a 1 x (k + l) score row with a positive mask."""
+    if joint is None and marginal is None:
+        if scores is None:
+            raise TypeError(f"{name}: give scores (n x m) or joint= and marginal= critic values")
+        return _validate.tensor(scores, "scores", name, ndim=2), positives, negatives
+    if scores is not None:
+        raise TypeError(f"{name}: give either scores or joint=/marginal=, not both")
+    if joint is None or marginal is None:
+        raise TypeError(f"{name}: the vector form needs both joint= and marginal=")
+    if positives is not None:
+        raise TypeError(f"{name}: positives= does not apply to the vector form")
+    joint = _validate.tensor(joint, "joint", name).reshape(-1)
+    marginal = _validate.tensor(marginal, "marginal", name).reshape(-1)
+    _validate.same_device(name, joint=joint, marginal=marginal)
+    if joint.dtype != marginal.dtype:
+        raise TypeError(f"{name}: joint is {joint.dtype} but marginal is {marginal.dtype}")
+    row = torch.cat([joint, marginal])[None, :]
+    mask = torch.zeros_like(row, dtype=torch.bool)
+    mask[0, : joint.numel()] = True
+    return row, mask, "off_positive"
+
+
+def _prepare(name, scores, joint, marginal, positives, negatives, backend, *, infonce=False):
+    scores, positives, negatives = _scores_of(name, scores, joint, marginal, positives, negatives)
+    layout = _scores.resolve(scores, positives, negatives, infonce=infonce, name=name)
+    return scores, positives, negatives, layout, _backend.select(backend, scores, name)
+
+
+def infonce(scores=None, *, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2",
+            backend="auto") -> MIResult:
+    """InfoNCE (CPC) lower bound, mean over positive pairs (i, p):
+
+        I = mean_(i,p) [ S_ip - log mean_{j in N_i} exp S_ij ]
+
+    With the diagonal and all entries: I = log n + mean_i [S_ii - logsumexp_j S_ij] <= log n; with
+    labels of C-class logits: I = log C - cross_entropy. ReInfoNCE (reg_weight > 0) adds
+    reg_weight * (mean_i LME_{j in N_i} S_ij - reg_target)^2, anchors weighted by their positives.
+    """
+    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "infonce")
+    scores, positives, negatives, layout, b = _prepare("infonce", scores, None, None, positives, negatives, backend,
+                                                       infonce=True)
+    if b == "reference":
+        return reference.infonce(scores, positives=positives, negatives=negatives, reg_weight=reg[0],
+                                 reg_target=reg[1], reg_norm=reg[2])
+    rs = _critic_bounds.RowStats(scores, layout, None, _critic_bounds.need_for("infonce", clip=None), b)
+    return _critic_bounds.infonce(rs, reg)
+
+
+def dv(scores=None, *, joint=None, marginal=None, positives=None, negatives=None, clip=None, reg_weight=0.0,
+       reg_target=0.0, reg_norm="l2", backend="auto") -> MIResult:
+    """Donsker-Varadhan (the MINE value, no moving average):
+
+        I = mean_P S - log mean_N exp S            (on clamp(S, -clip, clip) when clip is given)
+
+    ReMINE / ReDV (reg_weight > 0): + reg_weight * (log mean_N exp S - reg_target)^2, S unclipped.
+    """
+    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "dv")
+    tau = _validate.clip(clip, "dv")
+    scores, positives, negatives, layout, b = _prepare("dv", scores, joint, marginal, positives, negatives, backend)
+    if b == "reference":
+        return reference.dv(scores, positives=positives, negatives=negatives, clip=tau, reg_weight=reg[0],
+                            reg_target=reg[1], reg_norm=reg[2])
+    need = _critic_bounds.need_for("dv", clip=tau, reg=bool(reg[0]))
+    return _critic_bounds.dv(_critic_bounds.RowStats(scores, layout, tau, need, b), tau is not None, reg)
+
+
+def mine(scores=None, running_lme=None, *, joint=None, marginal=None, momentum=0.9, positives=None,
+         negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2", backend="auto") -> MIResult:
+    """MINE (Belghazi et al.): the DV value, with the gradient's partition function replaced by a
+    moving average (bias-corrected gradient):
+
+        loss = -( mean_P S - mean_N exp(S) / sg(ema) ),   reported mi = DV value
+        ema  <- momentum * ema + (1 - momentum) * mean_N exp(S)
+
+    ``running_lme`` is a 0-d floating tensor holding log(ema) (NaN = empty, the first batch fills it);
+    it is updated in place, like ``F.batch_norm``'s running statistics. ``fastmi.nn.MINE`` owns it.
+    """
+    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "mine")
+    m = _validate.number(momentum, "momentum", "mine", low=0.0, high=1.0, high_strict=True)
+    if not isinstance(running_lme, torch.Tensor) or running_lme.dim() != 0 or not running_lme.is_floating_point():
+        raise TypeError("mine: running_lme must be a 0-d floating tensor (log of the moving average; NaN when empty)")
+    scores, positives, negatives, layout, b = _prepare("mine", scores, joint, marginal, positives, negatives, backend)
+    _validate.same_device("mine", scores=scores, running_lme=running_lme)
+    if b == "reference":
+        return reference.mine(scores, running_lme, momentum=m, positives=positives, negatives=negatives,
+                              reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
+    rs = _critic_bounds.RowStats(scores, layout, None, _critic_bounds.need_for("mine", clip=None), b)
+    return _critic_bounds.mine(rs, running_lme, m, reg)
+
+
+def nwj(scores=None, *, joint=None, marginal=None, positives=None, negatives=None, clip=None, reg_weight=0.0,
+        reg_target=0.0, reg_norm="l2", backend="auto") -> MIResult:
+    """NWJ (f-divergence / MINE-f) bound:
+
+        I = mean_P S - mean_N exp(S - 1)           (on clamp(S, -clip, clip) when clip is given)
+
+    ReNWJ: + reg_weight * (log mean_N exp S - reg_target)^2 with S unclipped. The authors' code uses
+    clip=10 and reg_target=0; the paper's log-Euclidean form corresponds to reg_target=1.
+    """
+    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "nwj")
+    tau = _validate.clip(clip, "nwj")
+    scores, positives, negatives, layout, b = _prepare("nwj", scores, joint, marginal, positives, negatives, backend)
+    if b == "reference":
+        return reference.nwj(scores, positives=positives, negatives=negatives, clip=tau, reg_weight=reg[0],
+                             reg_target=reg[1], reg_norm=reg[2])
+    need = _critic_bounds.need_for("nwj", clip=tau, reg=bool(reg[0]))
+    return _critic_bounds.nwj(_critic_bounds.RowStats(scores, layout, tau, need, b), tau is not None, reg)
+
+
+def _log_baseline(log_baseline, scores, name):
+    if isinstance(log_baseline, (int, float)) and not isinstance(log_baseline, bool):
+        return torch.tensor(_validate.number(log_baseline, "log_baseline", name), dtype=scores.dtype,
+                            device=scores.device)
+    a = _validate.tensor(log_baseline, "log_baseline", name)
+    _validate.same_device(name, scores=scores, log_baseline=a)
+    if a.dim() > 1 or (a.dim() == 1 and a.shape[0] != scores.shape[0]):
+        raise ValueError(f"{name}: log_baseline must be a scalar or a vector of length n={scores.shape[0]} "
+                         f"(one per row), got shape {tuple(a.shape)}")
+    return a
+
+
+def tuba(scores=None, log_baseline=0.0, *, joint=None, marginal=None, positives=None, negatives=None, clip=None,
+         reg_weight=0.0, reg_target=0.0, reg_norm="l2", backend="auto") -> MIResult:
+    """TUBA with log-baseline a (a scalar, or a_i per row; differentiable if a tensor):
+
+        I = 1 + mean_P (S_ip - a_i) - mean_N exp(S_ij - a_i)
+
+    a = 0 is the authors' TUBA (baseline 1); a = 1 gives NWJ. ReTUBA adds
+    reg_weight * (log mean_N exp S - reg_target)^2 with S unclipped.
+    """
+    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "tuba")
+    tau = _validate.clip(clip, "tuba")
+    scores, positives, negatives, layout, b = _prepare("tuba", scores, joint, marginal, positives, negatives, backend)
+    a = _log_baseline(log_baseline, scores, "tuba")
+    if b == "reference":
+        return reference.tuba(scores, a, positives=positives, negatives=negatives, clip=tau, reg_weight=reg[0],
+                              reg_target=reg[1], reg_norm=reg[2])
+    need = _critic_bounds.need_for("tuba", clip=tau, reg=bool(reg[0]))
+    return _critic_bounds.tuba(_critic_bounds.RowStats(scores, layout, tau, need, b), a, tau is not None, reg)
+
+
+def js(scores=None, *, joint=None, marginal=None, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0,
+       reg_norm="l2", backend="auto") -> MIResult:
+    """Jensen-Shannon (f-GAN) training with the NWJ value reported (Poole et al.):
+
+        J = mean_P(-softplus(-S)) - mean_N softplus(S),  I_NWJ = mean_P S - mean_N exp(S - 1)
+        loss = -(J + sg(I_NWJ - J)):  the value of -I_NWJ, the gradient of -J
+
+    ReJS: + reg_weight * (mean_N softplus(S) - reg_target)^2 (the benchmarks use reg_target=1).
+    """
+    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "js")
+    scores, positives, negatives, layout, b = _prepare("js", scores, joint, marginal, positives, negatives, backend)
+    if b == "reference":
+        return reference.js(scores, positives=positives, negatives=negatives, reg_weight=reg[0], reg_target=reg[1],
+                            reg_norm=reg[2])
+    need = _critic_bounds.need_for("js", clip=None)
+    return _critic_bounds.js(_critic_bounds.RowStats(scores, layout, None, need, b), reg)
+
+
+def smile(scores=None, *, joint=None, marginal=None, clip=5.0, clip_positives=False, positives=None, negatives=None,
+          reg_weight=0.0, reg_target=0.0, reg_norm="l2", backend="auto") -> MIResult:
+    """SMILE(tau) (Song & Ermon): the clipped DV value with the JS gradient,
+
+        I = mean_P S - log mean_N exp clamp(S, -tau, tau),   loss = -(J + sg(I - J))
+
+    clip_positives=True clips the positive term too (Choi & Lee's benchmarks); clip=None gives the
+    DV value with the JS gradient. ReSMILE: + reg_weight * (log mean_N exp S - reg_target)^2, S unclipped.
+    """
+    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "smile")
+    tau = _validate.clip(clip, "smile")
+    scores, positives, negatives, layout, b = _prepare("smile", scores, joint, marginal, positives, negatives, backend)
+    if b == "reference":
+        return reference.smile(scores, positives=positives, negatives=negatives, clip=tau,
+                               clip_positives=clip_positives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
+    need = _critic_bounds.need_for("smile", clip=tau, clip_positives=clip_positives, reg=bool(reg[0]))
+    rs = _critic_bounds.RowStats(scores, layout, tau, need, b)
+    return _critic_bounds.smile(rs, tau is not None, bool(clip_positives), reg)

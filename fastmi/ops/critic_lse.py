@@ -1,0 +1,110 @@
+"""Custom ops of the critic_lse family: fused row statistics of a score matrix, with autograd.
+
+Forward: ``stats[k, i]`` for k in (LSE, CLSE, SP, POS, PSP, CPOS), see ``csrc/critic_lse.h``:
+    LSE_i  = log sum_{j in N_i} exp S_ij          CLSE_i = log sum_{j in N_i} exp clip(S_ij)
+    SP_i   = sum_{j in N_i} softplus(S_ij)        POS_i  = sum_{j in P_i} S_ij
+    PSP_i  = sum_{j in P_i} softplus(-S_ij)       CPOS_i = sum_{j in P_i} clip(S_ij)
+Every critic bound is an O(n) function of these (``fastmi._critic_bounds``), so autograd only has
+to carry ``dL/dstats`` (6 x n) back to the kernel, which recomputes dS tile by tile (FlashAttention
+style): nothing n x m is saved between forward and backward.
+
+Ops: ``fastmi::critic_lse`` / ``fastmi::critic_lse_backward`` (C++ schema in csrc/fastmi.cpp, CPU
+and CUDA kernels) and ``fastmi::critic_lse_triton`` / ``fastmi::critic_lse_triton_backward``
+(Triton, defined here). All have fake implementations and autograd, so torch.compile traces them.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _backend
+
+LSE, CLSE, SP, POS, PSP, CPOS = range(6)
+NUM_STATS = 6
+
+
+def bits(*stats: int) -> int:
+    out = 0
+    for s in stats:
+        out |= 1 << s
+    return out
+
+
+def stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _fake_forward(scores, pos_index, pos_mask, neg_mode, clip, need):
+    return scores.new_empty((NUM_STATS, scores.shape[0]), dtype=stats_dtype(scores.dtype))
+
+
+def _fake_backward(grad_stats, scores, pos_index, pos_mask, neg_mode, clip, need, stats):
+    return scores.new_empty(scores.shape)
+
+
+def _make_autograd(backward_op):
+    def setup_context(ctx, inputs, output):
+        scores, pos_index, pos_mask, neg_mode, clip, need = inputs
+        ctx.save_for_backward(scores, pos_index, pos_mask, output)
+        ctx.args = (neg_mode, clip, need)
+
+    def backward(ctx, grad_stats):
+        scores, pos_index, pos_mask, stats = ctx.saved_tensors
+        neg_mode, clip, need = ctx.args
+        grad = backward_op(grad_stats.contiguous(), scores, pos_index, pos_mask, neg_mode, clip, need, stats)
+        return grad, None, None, None, None, None
+
+    return setup_context, backward
+
+
+# --- C++ / CUDA extension ops ---------------------------------------------------------------
+if _backend.availability()["cpu"][0]:
+    torch.library.register_fake("fastmi::critic_lse")(_fake_forward)
+    torch.library.register_fake("fastmi::critic_lse_backward")(_fake_backward)
+    _ctx, _bwd = _make_autograd(lambda *a: torch.ops.fastmi.critic_lse_backward(*a))
+    torch.library.register_autograd("fastmi::critic_lse", _bwd, setup_context=_ctx)
+
+
+# --- Triton ops -------------------------------------------------------------------------------
+@torch.library.custom_op("fastmi::critic_lse_triton", mutates_args=())
+def critic_lse_triton(
+    scores: Tensor, pos_index: Optional[Tensor], pos_mask: Optional[Tensor], neg_mode: int, clip: float, need: int
+) -> Tensor:
+    from ..kernels import critic_lse as kernels
+
+    return kernels.critic_lse_fwd(scores, pos_index, pos_mask, neg_mode, clip, need)
+
+
+@torch.library.custom_op("fastmi::critic_lse_triton_backward", mutates_args=())
+def critic_lse_triton_backward(
+    grad_stats: Tensor,
+    scores: Tensor,
+    pos_index: Optional[Tensor],
+    pos_mask: Optional[Tensor],
+    neg_mode: int,
+    clip: float,
+    need: int,
+    stats: Tensor,
+) -> Tensor:
+    from ..kernels import critic_lse as kernels
+
+    return kernels.critic_lse_bwd(grad_stats, scores, pos_index, pos_mask, neg_mode, clip, need, stats)
+
+
+critic_lse_triton.register_fake(_fake_forward)
+critic_lse_triton_backward.register_fake(_fake_backward)
+_ctx, _bwd = _make_autograd(lambda *a: critic_lse_triton_backward(*a))
+critic_lse_triton.register_autograd(_bwd, setup_context=_ctx)
+
+
+def row_stats(scores: Tensor, layout, clip: Optional[float], need: int, backend: str) -> Tensor:
+    """The [6, n] row statistics of ``scores`` (autograd-aware) with the chosen fused backend."""
+    tau = float("inf") if clip is None else float(clip)
+    args = (layout.pos_index, layout.pos_mask, layout.neg_mode, tau, need)
+    if backend == "triton":
+        return critic_lse_triton(scores, *args)
+    if backend == "cpu" and scores.dtype not in (torch.float32, torch.float64):
+        scores = scores.float()  # the CPU kernel computes half types in fp32
+    return torch.ops.fastmi.critic_lse(scores, *args)

@@ -1,0 +1,35 @@
+"""Small wall-clock helpers shared by the demo and the benchmarks (CPU: perf_counter; CUDA: synchronize)."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def time_call(fn, *, warmup: int = 2, repeat: int = 5, device: str = "cpu") -> float:
+    """Median seconds of fn() over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def forward_backward(loss_fn, scores: torch.Tensor):
+    """A closure running loss_fn(scores).loss forward and backward (fresh leaf each call)."""
+
+    def run():
+        s = scores.detach().requires_grad_(True)
+        out = loss_fn(s)
+        (out.loss if hasattr(out, "loss") else out).backward()
+        return s.grad
+
+    return run
