@@ -1,0 +1,73 @@
+"""Backend dispatch, the fallback without the extension, and `fastmi info`."""
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import fastmi
+import fastmi.functional as F
+from fastmi import _backend
+
+
+def test_auto_picks_cpu_kernel_for_cpu_tensors():
+    if fastmi.info()["cpu"][0]:
+        assert _backend.select("auto", torch.empty(2), "t") == "cpu"
+
+
+def test_env_replaces_auto_only(monkeypatch):
+    monkeypatch.setenv("FASTMI_BACKEND", "reference")
+    assert _backend.select("auto", torch.empty(2), "t") == "reference"
+    if fastmi.info()["cpu"][0]:
+        assert _backend.select("cpu", torch.empty(2), "t") == "cpu"
+    monkeypatch.setenv("FASTMI_BACKEND", "nope")
+    with pytest.raises(ValueError, match="FASTMI_BACKEND"):
+        _backend.select("auto", torch.empty(2), "t")
+
+
+def test_unavailable_backend_is_an_error(monkeypatch):
+    monkeypatch.setattr(_backend, "_CUDA", (False, "no CUDA device"))
+    with pytest.raises(RuntimeError, match="backend='cuda' is not available: no CUDA device"):
+        F.infonce(torch.randn(3, 3), backend="cuda")
+
+
+def test_fallback_warns_once(monkeypatch):
+    monkeypatch.setattr(_backend, "_CPU", (False, "simulated missing compiler"))
+    monkeypatch.setattr(_backend, "_warned", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = F.infonce(torch.randn(5, 5))
+        F.dv(torch.randn(5, 5))
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(msgs) == 1 and "simulated missing compiler" in msgs[0]
+    assert torch.isfinite(a.mi)
+
+
+def test_import_and_work_without_extension_or_triton(tmp_path):
+    """A fresh interpreter with no extension and no triton still computes every loss (one warning)."""
+    code = (
+        "import sys, warnings; sys.modules['triton'] = None\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    import torch, fastmi, fastmi.functional as F\n"
+        "    s = torch.randn(6, 6)\n"
+        "    vals = [F.infonce(s).mi, F.dv(s).mi, F.nwj(s).mi, F.js(s).mi, F.smile(s).mi]\n"
+        "n = sum('reference (unfused) backend' in str(x.message) for x in w)\n"
+        "assert n == 1, [str(x.message) for x in w]\n"
+        "assert not fastmi.info()['cpu'][0] and not fastmi.info()['triton'][0]\n"
+        "print('ok', len(vals))\n"
+    )
+    env = dict(os.environ, FASTMI_NO_EXT="1")
+    env.pop("TRITON_INTERPRET", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "ok 5" in out.stdout
+
+
+def test_fastmi_info_cli():
+    out = subprocess.run([sys.executable, "-m", "fastmi", "info"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for name in ("triton", "cuda", "cpu", "reference"):
+        assert name in out.stdout
