@@ -29,7 +29,7 @@ test-all: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=median,iqr,rounds --benchmark-sort=name
+	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=median,iqr,rounds --benchmark-sort=name --benchmark-json=bench/results/cpu-latest.json && $(PY) -m bench.report bench/results/cpu-latest.json
 
 clean:
 	rm -rf build *.egg-info fastmi/_C*.so $(VENV)
