@@ -41,8 +41,18 @@ def _finish(surrogate, value, stat, reg_weight, reg_target, reg_norm) -> MIResul
     return MIResult(loss, value.detach())
 
 
-def _lme(values: torch.Tensor) -> torch.Tensor:
-    return torch.logsumexp(values, 0) - math.log(values.numel())
+def _count(mask: torch.Tensor, dtype) -> torch.Tensor:
+    return mask.sum().to(dtype)
+
+
+def _mean(S: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of S over the pairs in mask (masked-out entries never touch the result, even if inf/NaN)."""
+    return torch.where(mask, S, torch.zeros_like(S)).sum() / _count(mask, S.dtype)
+
+
+def _lme(S: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """LME over the pairs in mask: log mean exp."""
+    return torch.logsumexp(S.masked_fill(~mask, -math.inf).reshape(-1), 0) - torch.log(_count(mask, S.dtype))
 
 
 def _clip(S: torch.Tensor, tau: Optional[float]) -> torch.Tensor:
@@ -60,8 +70,7 @@ def infonce(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_targe
     anchors (weighted by their number of positives) of LME_{j in N_i} S_ij."""
     P, N = _masks(scores, positives, negatives, infonce=True, name="infonce")
     row_lme = torch.logsumexp(scores.masked_fill(~N, -math.inf), 1) - N.sum(1).to(scores.dtype).log()
-    terms = (scores - row_lme[:, None])[P]
-    I = terms.mean()
+    I = _mean(scores - row_lme[:, None], P)
     counts = P.sum(1).to(scores.dtype)
     stat = (counts * torch.where(counts > 0, row_lme, torch.zeros_like(row_lme))).sum() / counts.sum()
     return _finish(I, I, stat, reg_weight, reg_target, reg_norm)
@@ -72,16 +81,16 @@ def dv(scores, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg
     Regularized statistic: LME_N(S), unclipped (ReMINE / ReDV)."""
     P, N = _masks(scores, positives, negatives, infonce=False, name="dv")
     Sv = _clip(scores, clip)
-    I = Sv[P].mean() - _lme(Sv[N])
-    return _finish(I, I, _lme(scores[N]), reg_weight, reg_target, reg_norm)
+    I = _mean(Sv, P) - _lme(Sv, N)
+    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm)
 
 
 def nwj(scores, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
     """NWJ: I = mean_P S - mean_N exp(S - 1) (on clip(S) when clip is given). Statistic: LME_N(S)."""
     P, N = _masks(scores, positives, negatives, infonce=False, name="nwj")
     Sv = _clip(scores, clip)
-    I = Sv[P].mean() - (Sv[N] - 1).exp().mean()
-    return _finish(I, I, _lme(scores[N]), reg_weight, reg_target, reg_norm)
+    I = _mean(Sv, P) - _mean((Sv - 1).exp(), N)
+    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm)
 
 
 def tuba(scores, log_baseline=0.0, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg_target=0.0,
@@ -91,21 +100,21 @@ def tuba(scores, log_baseline=0.0, *, positives=None, negatives=None, clip=None,
     P, N = _masks(scores, positives, negatives, infonce=False, name="tuba")
     a = torch.as_tensor(log_baseline, dtype=scores.dtype, device=scores.device)
     shifted = _clip(scores, clip) - (a[:, None] if a.dim() == 1 else a)
-    I = 1 + shifted[P].mean() - shifted[N].exp().mean()
-    return _finish(I, I, _lme(scores[N]), reg_weight, reg_target, reg_norm)
+    I = 1 + _mean(shifted, P) - _mean(shifted.exp(), N)
+    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm)
 
 
 def _js_surrogate(scores, P, N):
-    return -TF.softplus(-scores[P]).mean() - TF.softplus(scores[N]).mean()
+    return -_mean(TF.softplus(-scores), P) - _mean(TF.softplus(scores), N)
 
 
 def js(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
     """f-GAN Jensen-Shannon: trained on J = mean_P(-softplus(-S)) - mean_N softplus(S); reports the
     NWJ value of the same scores. Statistic: mean_N softplus(S) (ReJS)."""
     P, N = _masks(scores, positives, negatives, infonce=False, name="js")
-    I = scores[P].mean() - (scores[N] - 1).exp().mean()
+    I = _mean(scores, P) - _mean((scores - 1).exp(), N)
     J = _js_surrogate(scores, P, N)
-    return _finish(J, I, TF.softplus(scores[N]).mean(), reg_weight, reg_target, reg_norm)
+    return _finish(J, I, _mean(TF.softplus(scores), N), reg_weight, reg_target, reg_norm)
 
 
 def smile(scores, *, positives=None, negatives=None, clip=5.0, clip_positives=False, reg_weight=0.0, reg_target=0.0,
@@ -114,9 +123,9 @@ def smile(scores, *, positives=None, negatives=None, clip=5.0, clip_positives=Fa
     gradient from JS. clip=None gives the DV value with the JS gradient. Statistic: LME_N(S), unclipped."""
     P, N = _masks(scores, positives, negatives, infonce=False, name="smile")
     Sc = _clip(scores, clip)
-    I = (Sc if clip_positives else scores)[P].mean() - _lme(Sc[N])
+    I = _mean(Sc if clip_positives else scores, P) - _lme(Sc, N)
     J = _js_surrogate(scores, P, N)
-    return _finish(J, I, _lme(scores[N]), reg_weight, reg_target, reg_norm)
+    return _finish(J, I, _lme(scores, N), reg_weight, reg_target, reg_norm)
 
 
 def mine_running_update(running_lme: torch.Tensor, batch_lme: torch.Tensor, momentum: float) -> torch.Tensor:
@@ -133,10 +142,10 @@ def mine(scores, running_lme, *, momentum=0.9, positives=None, negatives=None, r
     average (Belghazi et al.): surrogate = mean_P S - E_N[e^S] / sg(ema). ``running_lme`` (log of the
     moving average, a 0-d tensor, NaN when empty) is updated in place, like F.batch_norm's running stats."""
     P, N = _masks(scores, positives, negatives, infonce=False, name="mine")
-    batch_lme = _lme(scores[N])
+    batch_lme = _lme(scores, N)
     with torch.no_grad():
         running_lme.copy_(mine_running_update(running_lme, batch_lme, momentum))
-    pos = scores[P].mean()
+    pos = _mean(scores, P)
     I = pos - batch_lme
     surrogate = pos - torch.exp(batch_lme - running_lme.detach().to(scores.dtype))
     return _finish(surrogate, I, batch_lme, reg_weight, reg_target, reg_norm)
