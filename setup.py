@@ -31,9 +31,11 @@ if os.environ.get("FASTMI_NO_EXT_BUILD", "0") != "1":
             "fastmi._C",
             rel(build.cpu_sources() + build.cuda_sources()),
             extra_compile_args={"cxx": build.cxx_flags(), "nvcc": build.nvcc_flags()},
+            extra_link_args=build.link_flags(),
         )
     else:
-        ext = CppExtension("fastmi._C", rel(build.cpu_sources()), extra_compile_args={"cxx": build.cxx_flags()})
+        ext = CppExtension("fastmi._C", rel(build.cpu_sources()), extra_compile_args={"cxx": build.cxx_flags()},
+                           extra_link_args=build.link_flags())
     ext_modules = [ext]
     cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=True)}
 

@@ -39,11 +39,16 @@ def cxx_flags() -> list[str]:
 
     ``FASTMI_PORTABLE=1`` builds the scalar-vector fallback that runs on any CPU.
     """
-    flags = ["-O3", "-std=c++17"]
+    # -fopenmp: at::parallel_for is inline OpenMP code; without the flag it silently runs serially.
+    flags = ["-O3", "-std=c++17", "-fopenmp"]
     if os.environ.get("FASTMI_PORTABLE", "0") != "1" and platform.machine() in ("x86_64", "AMD64"):
         if {"avx2", "fma"} <= _cpu_flags():
             flags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
     return flags
+
+
+def link_flags() -> list[str]:
+    return ["-fopenmp"]
 
 
 def nvcc_flags() -> list[str]:

@@ -27,6 +27,7 @@ def _jit_build():
         sources=sources + cuda_src,
         extra_cflags=_build.cxx_flags(),
         extra_cuda_cflags=_build.nvcc_flags(),
+        extra_ldflags=_build.link_flags(),
         with_cuda=bool(cuda_src),
         is_python_module=False,
         verbose=os.environ.get("FASTMI_VERBOSE_BUILD", "0") == "1",

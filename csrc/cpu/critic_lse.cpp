@@ -11,8 +11,13 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <vector>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include "../critic_lse.h"
 
@@ -260,6 +265,21 @@ RowLayout<T> row_layout(const Inputs& in, int64_t i, int64_t neg_mode) {
   return L;
 }
 
+// A fresh n x m gradient is written once; with 4 KiB pages its first touch costs as much as the
+// kernel itself (one page fault per 4 KiB). Ask for transparent huge pages on its 2 MiB-aligned
+// interior: a hint only, harmless where THP is off.
+at::Tensor empty_output(const at::Tensor& like, int64_t n, int64_t m) {
+  at::Tensor out = at::empty({n, m}, like.options());
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t huge = uintptr_t(1) << 21;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(out.data_ptr());
+  const uintptr_t end = begin + uintptr_t(out.numel()) * out.element_size();
+  const uintptr_t a = (begin + huge - 1) & ~(huge - 1), b = end & ~(huge - 1);
+  if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_HUGEPAGE);
+#endif
+  return out;
+}
+
 int64_t grain_for(int64_t m) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(m, 1)); }
 
 at::Tensor critic_lse_cpu(const at::Tensor& scores, const std::optional<at::Tensor>& pos_index,
@@ -292,7 +312,7 @@ at::Tensor critic_lse_backward_cpu(const at::Tensor& grad_stats, const at::Tenso
               "fastmi::critic_lse_backward: grad_stats and stats must be [", int(NUM_STATS), ", n]");
   at::Tensor g = grad_stats.to(scores.scalar_type()).t().contiguous();  // [n, NUM_STATS]
   at::Tensor st = stats.to(scores.scalar_type()).t().contiguous();
-  at::Tensor grad = at::empty({in.n, in.m}, scores.options());
+  at::Tensor grad = empty_output(scores, in.n, in.m);
   AT_DISPATCH_FLOATING_TYPES(in.scores.scalar_type(), "critic_lse_backward_cpu", [&] {
     const scalar_t* S = in.scores.data_ptr<scalar_t>();
     const scalar_t* G = g.data_ptr<scalar_t>();
