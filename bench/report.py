@@ -25,18 +25,19 @@ def table(path: str) -> str:
     out = [f"Measured {when[:10]} on {cpu}, {machine.get('cpu', {}).get('count', '?')} cores "
            f"(`make bench`); forward+backward, float32, median.",
            "",
-           "| family | loss | n | reference ms | compiled ms | fused ms | vs reference | vs compiled "
-           "| extra MiB reference | extra MiB fused |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| family | loss | n | reference ms | compiled ms | textbook ms | fused ms | vs reference | vs compiled "
+           "| vs textbook | extra MiB reference | extra MiB textbook | extra MiB fused |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (fam, loss, n), impl in sorted(by.items()):
-        f, r, c = impl.get("fused"), impl.get("reference"), impl.get("compiled")
+        f, r, c, t = impl.get("fused"), impl.get("reference"), impl.get("compiled"), impl.get("textbook")
         if not (f and r):
             continue
         mib = lambda v: "?" if v is None else f"{v / 2**20:.1f}"  # noqa: E731
         cms = f"{c[0] * 1e3:.1f}" if c else "-"
         vc = f"{c[0] / f[0]:.1f}x" if c else "-"
-        out.append(f"| {fam} | {loss} | {n} | {r[0] * 1e3:.1f} | {cms} | {f[0] * 1e3:.1f} | {r[0] / f[0]:.1f}x | {vc} "
-                   f"| {mib(r[1])} | {mib(f[1])} |")
+        tms, vt, tmem = (f"{t[0] * 1e3:.1f}", f"{t[0] / f[0]:.1f}x", mib(t[1])) if t else ("-", "-", "-")
+        out.append(f"| {fam} | {loss} | {n} | {r[0] * 1e3:.1f} | {cms} | {tms} | {f[0] * 1e3:.1f} | {r[0] / f[0]:.1f}x "
+                   f"| {vc} | {vt} | {mib(r[1])} | {tmem} | {mib(f[1])} |")
     return "\n".join(out)
 
 

@@ -11,7 +11,15 @@ from fastmi import reference as R
 
 torch.manual_seed(0)
 
-FUSED = [b for b in ("cpu", "triton") if fastmi.info()[b][0]]
+FUSED = [b for b in ("cpu", "triton", "cuda") if fastmi.info()[b][0]]
+GPU = torch.cuda.is_available()
+
+
+def on(backend, x):
+    """Move a tensor to the device the backend runs on (Triton: CUDA, or CPU via the interpreter)."""
+    if x is None or not isinstance(x, torch.Tensor):
+        return x
+    return x.to("cuda") if backend == "cuda" or (backend == "triton" and GPU) else x
 needs_cpu = pytest.mark.skipif(not fastmi.info()["cpu"][0], reason="fastmi._C not available")
 
 # (estimator, options) pairs; every option set is compared on every layout.
@@ -54,18 +62,18 @@ def make_layout(kind, n, m, gen):
 def run(name, scores, backend, opts, positives, negatives, *, ref=False):
     """(loss, mi, grads) of one estimator; grads w.r.t. the scores (and a tensor log-baseline)."""
     opts = dict(opts)
-    leaves = [scores.detach().clone().requires_grad_(True)]
+    leaves = [on(backend, scores.detach()).clone().requires_grad_(True)]
     if opts.get("log_baseline") == "per_row":
         base = torch.linspace(-0.5, 1.5, scores.shape[0], dtype=scores.dtype)
-        leaves.append(base.requires_grad_(True))
+        leaves.append(on(backend, base).requires_grad_(True))
         opts["log_baseline"] = leaves[1]
-    kw = dict(opts, positives=positives, negatives=negatives)
+    kw = dict(opts, positives=on(backend, positives), negatives=negatives)
     if ref:
         out = getattr(R, name)(leaves[0], **kw)
     else:
         out = getattr(F, name)(leaves[0], backend=backend, **kw)
     grads = torch.autograd.grad(out.loss, leaves)
-    return out.loss.detach(), out.mi, grads
+    return out.loss.detach().cpu(), out.mi.cpu(), [g.cpu() for g in grads]
 
 
 def compare(name, opts, scores, positives, negatives, backend, rtol, atol):
@@ -110,7 +118,7 @@ def test_float32_odd_sizes(name, shape, backend):
 
 @pytest.mark.parametrize("backend", FUSED)
 def test_n_equals_one_infonce(backend):
-    scores = torch.tensor([[3.5]])
+    scores = on(backend, torch.tensor([[3.5]]))
     out = F.infonce(scores, backend=backend)
     assert out.mi.item() == 0.0 and out.loss.item() == 0.0
 
@@ -141,7 +149,7 @@ def test_large_magnitude_scores_float32(name, backend):
 def test_nwj_large_negative_scores_finite(backend):
     scores = torch.full((9, 9), -1e4)
     scores.fill_diagonal_(2.0)
-    out = F.nwj(scores, backend=backend)
+    out = F.nwj(on(backend, scores), backend=backend)
     assert torch.isfinite(out.mi) and abs(out.mi.item() - 2.0) < 1e-6
 
 
@@ -149,13 +157,13 @@ def test_nwj_large_negative_scores_finite(backend):
 def test_nwj_overflow_matches_reference(backend):
     """e^S overflows for S >> 88 in fp32 exactly as in the reference: -inf, not NaN."""
     scores = torch.full((5, 5), 200.0)
-    assert F.nwj(scores, backend=backend).mi.item() == -math.inf
+    assert F.nwj(on(backend, scores), backend=backend).mi.item() == -math.inf
     assert R.nwj(scores).mi.item() == -math.inf
 
 
 @pytest.mark.parametrize("backend", FUSED)
 def test_all_equal_rows(backend):
-    scores = torch.full((8, 8), 3.0)
+    scores = on(backend, torch.full((8, 8), 3.0))
     assert abs(F.infonce(scores, backend=backend).mi.item()) < 1e-6
     assert abs(F.dv(scores, backend=backend).mi.item()) < 1e-6
 
@@ -164,6 +172,7 @@ def test_all_equal_rows(backend):
 def test_nan_propagates(backend):
     scores = torch.randn(6, 6)
     scores[2, 4] = float("nan")
+    scores = on(backend, scores)
     for fn in (F.infonce, F.dv, F.nwj, F.smile):
         assert torch.isnan(fn(scores, backend=backend).mi)
 
@@ -197,7 +206,7 @@ def test_infonce_with_labels_is_log_c_minus_cross_entropy():
     labels = torch.randint(0, 10, (12,))
     ce = torch.nn.functional.cross_entropy(logits, labels)
     for backend in FUSED + ["reference"]:
-        mi = F.infonce(logits, positives=labels, backend=backend).mi
+        mi = F.infonce(on(backend, logits), positives=on(backend, labels), backend=backend).mi
         assert math.isclose(mi.item(), math.log(10) - ce.item(), rel_tol=1e-10)
 
 
@@ -220,6 +229,7 @@ def test_vector_form():
     tj, tm = torch.randn(20, dtype=torch.float64), torch.randn(30, dtype=torch.float64)
     lme = torch.logsumexp(tm, 0) - math.log(30)
     for backend in FUSED + ["reference"]:
+        tj, tm = on(backend, tj), on(backend, tm)
         assert F.dv(joint=tj, marginal=tm, backend=backend).mi.item() == pytest.approx((tj.mean() - lme).item())
         nwj = tj.mean() - (tm - 1).exp().mean()
         assert F.nwj(joint=tj, marginal=tm, backend=backend).mi.item() == pytest.approx(nwj.item())
@@ -235,10 +245,10 @@ def test_vector_form():
 
 @pytest.mark.parametrize("backend", FUSED + ["reference"])
 def test_mine_moving_average(backend):
-    mine = fastmi.nn.MINE(momentum=0.9, backend=backend).double()
-    s1 = torch.randn(7, 7, dtype=torch.float64)
-    s2 = torch.randn(7, 7, dtype=torch.float64, requires_grad=True)
-    off = ~torch.eye(7, dtype=torch.bool)
+    mine = fastmi.nn.MINE(momentum=0.9, backend=backend).double().to(on(backend, torch.empty(0)).device)
+    s1 = on(backend, torch.randn(7, 7, dtype=torch.float64))
+    s2 = on(backend, torch.randn(7, 7, dtype=torch.float64)).requires_grad_(True)
+    off = on(backend, ~torch.eye(7, dtype=torch.bool))
     lme = lambda s: (torch.logsumexp(s.detach()[off], 0) - math.log(42)).item()  # noqa: E731
     mine(s1)
     assert mine.running_lme.item() == pytest.approx(lme(s1))
@@ -299,6 +309,8 @@ def test_opcheck_cpu():
 @pytest.mark.skipif("triton" not in FUSED, reason="Triton backend not available")
 def test_opcheck_triton():
     for args in _op_samples()[:2]:
+        args = tuple(on("triton", a.detach()).requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
+                     for a in args)
         torch.library.opcheck(torch.ops.fastmi.critic_lse_triton.default, args)
 
 
