@@ -370,3 +370,25 @@ def test_mixed_devices_named():
         scores, labels = torch.randn(4, 5), torch.zeros(4, dtype=torch.long, device="cuda")
     with pytest.raises(ValueError, match="positives is on"):
         F.infonce(scores, positives=labels)
+
+
+# --- GPU: half precision through the public API ------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA")
+@pytest.mark.parametrize("backend", [b for b in ("triton", "cuda") if b in FUSED])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["infonce", "dv", "nwj", "js", "smile"])
+def test_half_precision_cuda(name, dtype, backend):
+    """fp32 accumulation: the fused error on half inputs is no worse than the reference's own
+    error computed in that half dtype (plus a small tolerance), against float64 on the same values."""
+    gen = torch.Generator().manual_seed(7)
+    scores = (2 * torch.randn(257, 257, generator=gen)).to(dtype)
+    exact = getattr(R, name)(scores.double())
+    own = getattr(R, name)(scores.cuda())
+    fused = getattr(F, name)(scores.cuda(), backend=backend)
+    own_err = (own.mi.double().cpu() - exact.mi).abs().item()
+    fused_err = (fused.mi.double().cpu() - exact.mi).abs().item()
+    assert fused_err <= own_err + 1e-4 * max(1.0, abs(exact.mi.item()))
+    assert fused.mi.dtype == torch.float32
