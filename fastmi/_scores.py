@@ -100,8 +100,8 @@ def resolve(scores: torch.Tensor, positives, negatives: Optional[str], *, infonc
         if positives.dim() != 1 or positives.shape[0] != n:
             raise ValueError(f"{name}: positives as column indices must be a vector of length n={n}, got shape {tuple(positives.shape)}")
         pos_index = positives.to(torch.long).contiguous()
-        if not torch.compiler.is_compiling() and n > 0:
-            lo, hi = int(pos_index.min()), int(pos_index.max())
+        if not torch.compiler.is_compiling() and n > 0 and pos_index.device.type != "meta":
+            lo, hi = (int(v) for v in torch.aminmax(pos_index))  # one host sync, eager mode only
             if lo < 0 or hi >= m:
                 raise ValueError(f"{name}: positives holds column indices in [{lo}, {hi}], outside [0, {m - 1}]")
         kind, pos_mask = "index", None

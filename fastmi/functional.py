@@ -17,7 +17,10 @@ The "vector form" ``f(joint=t_joint, marginal=t_marginal)`` takes critic values 
 joint and marginal pairs, as the authors' code does.
 
 Non-finite scores propagate the way ``torch.logsumexp`` propagates them (NaN in, NaN out); they are
-not an error, so that the check costs no device synchronization.
+not an error, so that the check costs no device synchronization. A batch with no positive pair
+(an all-False mask) is skipped: loss 0 with zero gradient, mi NaN. fp16/bf16 scores are computed
+with fp32 accumulation and give fp32 results on every backend. Second-order gradients need
+backend="reference" (the fused backward kernels raise under create_graph=True).
 """
 from __future__ import annotations
 
@@ -41,8 +44,9 @@ def _scores_of(name, scores, joint, marginal, positives, negatives):
         raise TypeError(f"{name}: give either scores or joint=/marginal=, not both")
     if joint is None or marginal is None:
         raise TypeError(f"{name}: the vector form needs both joint= and marginal=")
-    if positives is not None:
-        raise TypeError(f"{name}: positives= does not apply to the vector form")
+    if positives is not None or negatives is not None:
+        raise TypeError(f"{name}: positives= and negatives= do not apply to the vector form "
+                        "(joint values are the positives, marginal values the negatives)")
     joint = _validate.tensor(joint, "joint", name).reshape(-1)
     marginal = _validate.tensor(marginal, "marginal", name).reshape(-1)
     _validate.same_device(name, joint=joint, marginal=marginal)
@@ -98,7 +102,7 @@ def dv(scores=None, *, joint=None, marginal=None, positives=None, negatives=None
     return _critic_bounds.dv(_critic_bounds.RowStats(scores, layout, tau, need, b), tau is not None, reg)
 
 
-def mine(scores=None, running_lme=None, *, joint=None, marginal=None, momentum=0.9, positives=None,
+def mine(scores=None, running_lme=None, *, joint=None, marginal=None, momentum=0.9, update=True, positives=None,
          negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2", backend="auto") -> MIResult:
     """MINE (Belghazi et al.): the DV value, with the gradient's partition function replaced by a
     moving average (bias-corrected gradient):
@@ -107,7 +111,8 @@ def mine(scores=None, running_lme=None, *, joint=None, marginal=None, momentum=0
         ema  <- momentum * ema + (1 - momentum) * mean_N exp(S)
 
     ``running_lme`` is a 0-d floating tensor holding log(ema) (NaN = empty, the first batch fills it);
-    it is updated in place, like ``F.batch_norm``'s running statistics. ``fastmi.nn.MINE`` owns it.
+    it is updated in place when ``update`` is true, like ``F.batch_norm``'s running statistics
+    (``fastmi.nn.MINE`` owns it and updates it in training mode only).
     """
     reg = _validate.regularization(reg_weight, reg_target, reg_norm, "mine")
     m = _validate.number(momentum, "momentum", "mine", low=0.0, high=1.0, high_strict=True)
@@ -116,10 +121,10 @@ def mine(scores=None, running_lme=None, *, joint=None, marginal=None, momentum=0
     scores, positives, negatives, layout, b = _prepare("mine", scores, joint, marginal, positives, negatives, backend)
     _validate.same_device("mine", scores=scores, running_lme=running_lme)
     if b == "reference":
-        return reference.mine(scores, running_lme, momentum=m, positives=positives, negatives=negatives,
-                              reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
+        return reference.mine(scores, running_lme, momentum=m, update=bool(update), positives=positives,
+                              negatives=negatives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
     rs = _critic_bounds.RowStats(scores, layout, None, _critic_bounds.need_for("mine", clip=None), b)
-    return _critic_bounds.mine(rs, running_lme, m, reg)
+    return _critic_bounds.mine(rs, running_lme, m, bool(update), reg)
 
 
 def nwj(scores=None, *, joint=None, marginal=None, positives=None, negatives=None, clip=None, reg_weight=0.0,

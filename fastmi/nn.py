@@ -82,6 +82,7 @@ class MINE(_CriticLoss):
     """``F.mine`` with its moving average of E_N[exp S] kept (in log space) as the buffer ``running_lme``.
 
     momentum: weight of the old average (0.9 = the common default); reset() empties the average.
+    The average is updated in training mode only (as BatchNorm's running statistics).
     """
 
     def __init__(self, *, momentum=0.9, **kw):
@@ -95,5 +96,5 @@ class MINE(_CriticLoss):
         self.running_lme.fill_(math.nan)
 
     def forward(self, scores=None, positives=None, **vector_form):
-        return F.mine(scores, self.running_lme, momentum=self.momentum, positives=positives, **vector_form,
-                      **self.options)
+        return F.mine(scores, self.running_lme, momentum=self.momentum, update=self.training, positives=positives,
+                      **vector_form, **self.options)

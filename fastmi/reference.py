@@ -34,20 +34,30 @@ def regularizer(stat: torch.Tensor, weight: float, target: float, norm: str = "l
     return weight * (d * d if norm == "l2" else d.abs())
 
 
-def _finish(surrogate, value, stat, reg_weight, reg_target, reg_norm) -> MIResult:
+def _finish(surrogate, value, stat, reg_weight, reg_target, reg_norm, n_pos=None) -> MIResult:
+    """loss = -straight_through(surrogate, value) + R. With no positive pair (n_pos == 0) the step
+    is skipped: loss 0 with zero gradient, mi NaN (the bound is undefined)."""
     loss = -straight_through(surrogate, value)
     if reg_weight:
         loss = loss + regularizer(stat, reg_weight, reg_target, reg_norm)
-    return MIResult(loss, value.detach())
+    mi = value.detach()
+    if n_pos is not None:
+        has = n_pos > 0
+        loss = torch.where(has, loss, torch.zeros_like(loss))
+        mi = torch.where(has, mi, torch.full_like(mi, math.nan))
+    return MIResult(loss, mi)
 
 
 def _count(mask: torch.Tensor, dtype) -> torch.Tensor:
     return mask.sum().to(dtype)
 
 
-def _mean(S: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of S over the pairs in mask (masked-out entries never touch the result, even if inf/NaN)."""
-    return torch.where(mask, S, torch.zeros_like(S)).sum() / _count(mask, S.dtype)
+def _mean(S: torch.Tensor, mask: torch.Tensor, fn=None) -> torch.Tensor:
+    """Mean of fn(S) over the pairs in mask (0 for an empty mask). Masked-out entries are replaced
+    before fn, so an inf/NaN outside the mask touches neither the value nor the gradient."""
+    S = torch.where(mask, S, torch.zeros_like(S))
+    values = S if fn is None else torch.where(mask, fn(S), torch.zeros_like(S))
+    return values.sum() / _count(mask, S.dtype).clamp_min(1)
 
 
 def _lme(S: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -64,68 +74,83 @@ def _masks(scores, positives, negatives, *, infonce, name):
     return layout.dense_masks(scores.device)
 
 
+def _upcast(scores: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 scores are computed in fp32 (counts and sums overflow or lose digits otherwise)."""
+    return scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+
+
+def _exp_m1(S):
+    return (S - 1).exp()
+
+
 def infonce(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
     """I = mean over positive pairs (i, p) of [S_ip - LME_{j in N_i} S_ij]; with the diagonal and
     all entries, I = log m + mean_i [S_ii - logsumexp_j S_ij]. Regularized statistic: the mean over
     anchors (weighted by their number of positives) of LME_{j in N_i} S_ij."""
+    scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=True, name="infonce")
     row_lme = torch.logsumexp(scores.masked_fill(~N, -math.inf), 1) - N.sum(1).to(scores.dtype).log()
     I = _mean(scores - row_lme[:, None], P)
     counts = P.sum(1).to(scores.dtype)
-    stat = (counts * torch.where(counts > 0, row_lme, torch.zeros_like(row_lme))).sum() / counts.sum()
-    return _finish(I, I, stat, reg_weight, reg_target, reg_norm)
+    stat = (counts * torch.where(counts > 0, row_lme, torch.zeros_like(row_lme))).sum() / counts.sum().clamp_min(1)
+    return _finish(I, I, stat, reg_weight, reg_target, reg_norm, P.sum())
 
 
 def dv(scores, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
     """Donsker-Varadhan / MINE value: I = mean_P S - LME_N(S) (on clip(S) when clip is given).
     Regularized statistic: LME_N(S), unclipped (ReMINE / ReDV)."""
+    scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="dv")
     Sv = _clip(scores, clip)
     I = _mean(Sv, P) - _lme(Sv, N)
-    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm)
+    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, P.sum())
 
 
 def nwj(scores, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
     """NWJ: I = mean_P S - mean_N exp(S - 1) (on clip(S) when clip is given). Statistic: LME_N(S)."""
+    scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="nwj")
     Sv = _clip(scores, clip)
-    I = _mean(Sv, P) - _mean((Sv - 1).exp(), N)
-    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm)
+    I = _mean(Sv, P) - _mean(Sv, N, _exp_m1)
+    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, P.sum())
 
 
 def tuba(scores, log_baseline=0.0, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg_target=0.0,
          reg_norm="l2") -> MIResult:
     """TUBA with per-row log-baseline a_i: I = 1 + mean_P (S_ip - a_i) - mean_N exp(S_ij - a_i).
     a = 1 gives NWJ. Statistic: LME_N(S)."""
+    scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="tuba")
-    a = torch.as_tensor(log_baseline, dtype=scores.dtype, device=scores.device)
+    a = torch.as_tensor(log_baseline, device=scores.device).to(scores.dtype)
     shifted = _clip(scores, clip) - (a[:, None] if a.dim() == 1 else a)
-    I = 1 + _mean(shifted, P) - _mean(shifted.exp(), N)
-    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm)
+    I = 1 + _mean(shifted, P) - _mean(shifted, N, torch.exp)
+    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, P.sum())
 
 
 def _js_surrogate(scores, P, N):
-    return -_mean(TF.softplus(-scores), P) - _mean(TF.softplus(scores), N)
+    return -_mean(-scores, P, TF.softplus) - _mean(scores, N, TF.softplus)
 
 
 def js(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
     """f-GAN Jensen-Shannon: trained on J = mean_P(-softplus(-S)) - mean_N softplus(S); reports the
     NWJ value of the same scores. Statistic: mean_N softplus(S) (ReJS)."""
+    scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="js")
-    I = _mean(scores, P) - _mean((scores - 1).exp(), N)
+    I = _mean(scores, P) - _mean(scores, N, _exp_m1)
     J = _js_surrogate(scores, P, N)
-    return _finish(J, I, _mean(TF.softplus(scores), N), reg_weight, reg_target, reg_norm)
+    return _finish(J, I, _mean(scores, N, TF.softplus), reg_weight, reg_target, reg_norm, P.sum())
 
 
 def smile(scores, *, positives=None, negatives=None, clip=5.0, clip_positives=False, reg_weight=0.0, reg_target=0.0,
           reg_norm="l2") -> MIResult:
     """SMILE(tau): value mean_P S - LME_N(clip(S)) (positives clipped too with clip_positives=True);
     gradient from JS. clip=None gives the DV value with the JS gradient. Statistic: LME_N(S), unclipped."""
+    scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="smile")
     Sc = _clip(scores, clip)
     I = _mean(Sc if clip_positives else scores, P) - _lme(Sc, N)
     J = _js_surrogate(scores, P, N)
-    return _finish(J, I, _lme(scores, N), reg_weight, reg_target, reg_norm)
+    return _finish(J, I, _lme(scores, N), reg_weight, reg_target, reg_norm, P.sum())
 
 
 def mine_running_update(running_lme: torch.Tensor, batch_lme: torch.Tensor, momentum: float) -> torch.Tensor:
@@ -136,16 +161,19 @@ def mine_running_update(running_lme: torch.Tensor, batch_lme: torch.Tensor, mome
     return torch.where(torch.isnan(running_lme), batch_lme, mixed)
 
 
-def mine(scores, running_lme, *, momentum=0.9, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0,
-         reg_norm="l2") -> MIResult:
+def mine(scores, running_lme, *, momentum=0.9, update=True, positives=None, negatives=None, reg_weight=0.0,
+         reg_target=0.0, reg_norm="l2") -> MIResult:
     """MINE: the DV value; the gradient replaces the batch partition function E_N[e^S] by its moving
     average (Belghazi et al.): surrogate = mean_P S - E_N[e^S] / sg(ema). ``running_lme`` (log of the
     moving average, a 0-d tensor, NaN when empty) is updated in place, like F.batch_norm's running stats."""
+    scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="mine")
     batch_lme = _lme(scores, N)
     with torch.no_grad():
-        running_lme.copy_(mine_running_update(running_lme, batch_lme, momentum))
+        ema = mine_running_update(running_lme, batch_lme, momentum)
+        if update:
+            running_lme.copy_(ema)
     pos = _mean(scores, P)
     I = pos - batch_lme
-    surrogate = pos - torch.exp(batch_lme - running_lme.detach().to(scores.dtype))
-    return _finish(surrogate, I, batch_lme, reg_weight, reg_target, reg_norm)
+    surrogate = pos - torch.exp(batch_lme - ema.to(scores.dtype))
+    return _finish(surrogate, I, batch_lme, reg_weight, reg_target, reg_norm, P.sum())

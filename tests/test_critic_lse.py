@@ -392,3 +392,66 @@ def test_half_precision_cuda(name, dtype, backend):
     fused_err = (fused.mi.double().cpu() - exact.mi).abs().item()
     assert fused_err <= own_err + 1e-4 * max(1.0, abs(exact.mi.item()))
     assert fused.mi.dtype == torch.float32
+
+
+# --- regressions from review ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_double_backward_raises_on_fused_and_works_on_reference(backend):
+    s = on(backend, torch.randn(5, 5, dtype=torch.float64)).requires_grad_(True)
+    with pytest.raises(RuntimeError, match="second-order"):
+        torch.autograd.grad(F.dv(s, backend=backend).loss, s, create_graph=True)
+    r = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(F.dv(r, backend="reference").loss, r, create_graph=True)
+    assert torch.autograd.grad((g ** 2).sum(), r)[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("backend", FUSED + ["reference"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_accumulate_in_fp32(backend, dtype):
+    scores = (2 * torch.randn(300, 300, generator=torch.Generator().manual_seed(8))).to(dtype)
+    for name in ("dv", "nwj", "js", "smile", "infonce"):
+        exact = getattr(R, name)(scores.double()).mi
+        out = getattr(F, name)(on(backend, scores), backend=backend)
+        assert out.mi.dtype == torch.float32
+        assert abs(out.mi.item() - exact.item()) < 1e-4 * max(1.0, abs(exact.item()))
+
+
+@pytest.mark.parametrize("backend", FUSED + ["reference"])
+@pytest.mark.parametrize("name", ["dv", "nwj", "tuba", "js", "smile", "infonce"])
+def test_nonfinite_outside_the_pairs_does_not_leak(name, backend):
+    """An inf/NaN entry that is neither positive nor negative touches neither value nor gradient."""
+    s = torch.randn(4, 6, dtype=torch.float64)
+    s[0, 0], s[1, 1] = math.nan, math.inf
+    s = on(backend, s).requires_grad_(True)
+    out = getattr(F, name)(s, positives=on(backend, torch.tensor([1, 2, 3, 4])), negatives="off_diagonal",
+                           backend=backend)
+    (g,) = torch.autograd.grad(out.loss, s)
+    assert torch.isfinite(out.mi) and torch.isfinite(g).all()
+    assert g[0, 0].item() == 0.0
+
+
+@pytest.mark.parametrize("backend", FUSED + ["reference"])
+@pytest.mark.parametrize("name", ["dv", "nwj", "js", "smile", "infonce"])
+def test_no_positive_pair_skips_the_step(name, backend):
+    s = on(backend, torch.randn(6, 6, dtype=torch.float64)).requires_grad_(True)
+    out = getattr(F, name)(s, positives=on(backend, torch.zeros(6, 6, dtype=torch.bool)), backend=backend)
+    (g,) = torch.autograd.grad(out.loss, s)
+    assert math.isnan(out.mi.item()) and out.loss.item() == 0.0 and (g == 0).all()
+
+
+def test_vector_form_rejects_negatives():
+    with pytest.raises(TypeError, match="negatives"):
+        F.dv(joint=torch.randn(3), marginal=torch.randn(3), negatives="all")
+
+
+@pytest.mark.parametrize("backend", FUSED + ["reference"])
+def test_mine_does_not_update_in_eval_mode(backend):
+    mine = fastmi.nn.MINE(backend=backend).to(on(backend, torch.empty(0)).device)
+    s = on(backend, torch.randn(6, 6))
+    mine(s)
+    before = mine.running_lme.clone()
+    mine.eval()
+    mine(s + 3.0)
+    assert torch.equal(mine.running_lme, before)

@@ -51,6 +51,11 @@ def _make_autograd(backward_op):
         ctx.args = (neg_mode, clip, need)
 
     def backward(ctx, grad_stats):
+        if torch.is_grad_enabled():  # create_graph=True: the backward kernel has no derivative of its own
+            raise RuntimeError(
+                "fastmi: second-order gradients through the fused critic_lse kernels are not supported; "
+                "use backend='reference' for double backward"
+            )
         scores, pos_index, pos_mask, stats = ctx.saved_tensors
         neg_mode, clip, need = ctx.args
         grad = backward_op(grad_stats.contiguous(), scores, pos_index, pos_mask, neg_mode, clip, need, stats)
