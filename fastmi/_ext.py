@@ -46,7 +46,7 @@ def load():
         try:
             mod = importlib.import_module("fastmi._C")
             _state.update(module=mod, how="prebuilt fastmi._C")
-            _state["cuda"] = bool(getattr(mod, "__cuda__", False)) or _has_cuda_kernels()
+            _state["cuda"] = _has_cuda_kernels()
             return mod
         except ImportError as exc:
             prebuilt_error = f"{exc}"
