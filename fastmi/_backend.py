@@ -72,8 +72,11 @@ def _fallback(reason: str) -> str:
     return "reference"
 
 
-def select(backend: str, tensor: torch.Tensor, name: str) -> str:
-    """The concrete backend for a call on ``tensor``; raises if an explicitly requested one cannot run."""
+def select(backend: str, tensor: torch.Tensor, name: str, kernels: tuple = ("triton", "cuda", "cpu")) -> str:
+    """The concrete backend for a call on ``tensor``; raises if an explicitly requested one cannot run.
+
+    ``kernels``: the fused backends the loss's family has (e.g. no CUDA kernel where Triton is the
+    GPU path)."""
     if backend == "auto":
         backend = os.environ.get("FASTMI_BACKEND", "auto") or "auto"
         if backend not in BACKENDS:
@@ -83,9 +86,9 @@ def select(backend: str, tensor: torch.Tensor, name: str) -> str:
     dev = tensor.device.type
     if backend == "auto":
         if dev == "cuda":
-            if _TRITON[0]:
+            if _TRITON[0] and "triton" in kernels:
                 return "triton"
-            if _CUDA[0]:
+            if _CUDA[0] and "cuda" in kernels:
                 return "cuda"
             return _fallback(f"no GPU kernel ({_TRITON[1]}; {_CUDA[1]})")
         if dev == "cpu":
@@ -93,6 +96,8 @@ def select(backend: str, tensor: torch.Tensor, name: str) -> str:
         return "reference"
     if backend == "reference":
         return backend
+    if backend not in kernels:
+        raise ValueError(f"{name}: there is no {backend!r} kernel for this loss; its fused backends are {kernels}")
     ok, why = availability()[backend]
     if not ok:
         raise RuntimeError(f"{name}: backend={backend!r} is not available: {why}")

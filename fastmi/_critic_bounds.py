@@ -19,8 +19,18 @@ class RowStats:
     """Row statistics of one score matrix plus the positive/negative counts of its layout."""
 
     def __init__(self, scores: torch.Tensor, layout: Layout, clip: Optional[float], need: int, backend: str):
-        self.st = op.row_stats(scores, layout, clip, need, backend)
-        dtype, dev = self.st.dtype, self.st.device
+        self._count(op.row_stats(scores, layout, clip, need, backend), layout)
+
+    @classmethod
+    def from_stats(cls, st, layout: Layout) -> "RowStats":
+        """Row statistics computed elsewhere (the separable family): ``st[k]`` for the k it needs."""
+        rs = cls.__new__(cls)
+        rs._count(st, layout)
+        return rs
+
+    def _count(self, st, layout: Layout) -> None:
+        self.st = st
+        dtype, dev = st[LSE].dtype, st[LSE].device
         self.pos_count = layout.positive_counts(dtype, dev)
         self.neg_count = layout.negative_counts(dtype, dev)
         self.n_pos = self.pos_count.sum()

@@ -81,20 +81,26 @@ class Layout:
 def resolve(scores: torch.Tensor, positives, negatives: Optional[str], *, infonce: bool, name: str) -> Layout:
     """Check ``positives``/``negatives`` against ``scores`` and return the layout (errors name the argument)."""
     n, m = scores.shape
+    return resolve_shape(n, m, scores.device, positives, negatives, infonce=infonce, name=name)
+
+
+def resolve_shape(n: int, m: int, device, positives, negatives: Optional[str], *, infonce: bool, name: str,
+                  what: str = "scores") -> Layout:
+    """``resolve`` for an n x m score matrix that is never built (the separable critic)."""
     if positives is None:
         if n != m:
             raise ValueError(
-                f"{name}: scores is {n}x{m}; diagonal positives (positives=None) need a square matrix. "
+                f"{name}: {what} is {n}x{m}; diagonal positives (positives=None) need a square matrix. "
                 "Pass positives= as a column index per row or as a boolean mask."
             )
         kind, pos_index, pos_mask = "diag", None, None
     elif not isinstance(positives, torch.Tensor):
         raise TypeError(f"{name}: positives must be None, an integer tensor or a boolean tensor, got {type(positives).__name__}")
-    elif positives.device != scores.device:
-        raise ValueError(f"{name}: positives is on {positives.device} but scores is on {scores.device}")
+    elif positives.device != device:
+        raise ValueError(f"{name}: positives is on {positives.device} but {what} is on {device}")
     elif positives.dtype == torch.bool:
         if tuple(positives.shape) != (n, m):
-            raise ValueError(f"{name}: a boolean positives mask must be shaped like scores {(n, m)}, got {tuple(positives.shape)}")
+            raise ValueError(f"{name}: a boolean positives mask must be shaped like {what} {(n, m)}, got {tuple(positives.shape)}")
         kind, pos_index, pos_mask = "mask", None, positives.contiguous()
     elif not positives.dtype.is_floating_point and not positives.dtype.is_complex:
         if positives.dim() != 1 or positives.shape[0] != n:
@@ -116,7 +122,7 @@ def resolve(scores: torch.Tensor, positives, negatives: Optional[str], *, infonc
     count = layout.static_negative_count()
     if count == 0:
         raise ValueError(
-            f"{name}: scores of shape {(n, m)} with negatives={negatives!r} leave no negative pairs "
+            f"{name}: {what} of shape {(n, m)} with negatives={negatives!r} leave no negative pairs "
             "(n >= 2 is needed for off-diagonal terms)"
         )
     return layout

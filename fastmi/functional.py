@@ -28,10 +28,10 @@ from typing import Optional
 
 import torch
 
-from . import _backend, _critic_bounds, _scores, _validate, reference
+from . import _backend, _critic_bounds, _scores, _separable, _validate, reference
 from ._result import MIResult
 
-__all__ = ["infonce", "dv", "mine", "nwj", "tuba", "js", "smile"]
+__all__ = ["infonce", "dv", "mine", "nwj", "tuba", "js", "smile", "infonce_separable", "dv_separable", "nwj_separable"]
 
 
 def _scores_of(name, scores, joint, marginal, positives, negatives):
@@ -214,3 +214,80 @@ def smile(scores=None, *, joint=None, marginal=None, clip=5.0, clip_positives=Fa
     need = _critic_bounds.need_for("smile", clip=tau, clip_positives=clip_positives, reg=bool(reg[0]))
     rs = _critic_bounds.RowStats(scores, layout, tau, need, b)
     return _critic_bounds.smile(rs, tau is not None, bool(clip_positives), reg)
+
+
+# --- separable critic: S = x y^T / temperature, never built -------------------------------------
+_SEPARABLE_KERNELS = ("triton", "cpu")  # Triton is the GPU path of this family (no CUDA C++ kernel)
+
+
+def _prepare_separable(name, x, y, temperature, normalize, positives, negatives, reg, backend, *, infonce=False):
+    x, y = _separable.check_pair(x, y, name)
+    t = _separable.check_temperature(temperature, x, name)
+    layout = _separable.layout_of(x, y, positives, negatives, infonce=infonce, name=name)
+    b = _backend.select(backend, x, name, kernels=_SEPARABLE_KERNELS)
+    return x, y, t, layout, b
+
+
+def infonce_separable(x, y, *, temperature=1.0, normalize=False, symmetric=False, positives=None, negatives=None,
+                      reg_weight=0.0, reg_target=0.0, reg_norm="l2", backend="auto") -> MIResult:
+    """InfoNCE with the separable critic S_ij = <x_i, y_j> / temperature (x: n x d, y: m x d), or the
+    cosine critic <x_i, y_j> / (|x_i| |y_j| temperature) with normalize=True, computed without S:
+
+        I = mean_i [ S_ip(i) - log mean_{j in N_i} exp S_ij ]
+
+    Equal to ``infonce(x @ y.T / temperature, ...)``; the n x m matrix exists only tile by tile, forward
+    and backward, so memory is O((n + m) d). ``positives``: None (the diagonal, n = m) or a column index
+    per row. symmetric=True averages the x->y and y->x bounds (CLIP / SimCLR's NT-Xent with y the second
+    view; diagonal positives). ``temperature``: a number or a learnable 1-element tensor.
+    """
+    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "infonce_separable")
+    if symmetric and positives is not None:
+        raise ValueError("infonce_separable: symmetric=True needs diagonal positives (positives=None)")
+    x, y, t, layout, b = _prepare_separable("infonce_separable", x, y, temperature, normalize, positives, negatives,
+                                            reg, backend, infonce=True)
+    if b == "reference":
+        return reference.infonce_separable(x, y, temperature=t, normalize=normalize, symmetric=symmetric,
+                                           positives=positives, negatives=negatives, reg_weight=reg[0],
+                                           reg_target=reg[1], reg_norm=reg[2])
+    xs, ys = _separable.embed(x, y, t, normalize, "infonce_separable")
+    rows, cols = _separable.row_stats(xs, ys, layout, b, symmetric=bool(symmetric))
+    out = _critic_bounds.infonce(rows, reg)
+    return out if cols is None else _separable.average(out, _critic_bounds.infonce(cols, reg))
+
+
+def dv_separable(x, y, *, temperature=1.0, normalize=False, positives=None, negatives=None, reg_weight=0.0,
+                 reg_target=0.0, reg_norm="l2", backend="auto") -> MIResult:
+    """The Donsker-Varadhan bound of the separable critic (see ``infonce_separable``), without S:
+
+        I = mean_P S - log mean_N exp S,    S_ij = <x_i, y_j> / temperature
+
+    Equal to ``dv(x @ y.T / temperature, ...)``; ReDV with reg_weight > 0.
+    """
+    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "dv_separable")
+    x, y, t, layout, b = _prepare_separable("dv_separable", x, y, temperature, normalize, positives, negatives, reg,
+                                            backend)
+    if b == "reference":
+        return reference.dv_separable(x, y, temperature=t, normalize=normalize, positives=positives,
+                                      negatives=negatives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
+    xs, ys = _separable.embed(x, y, t, normalize, "dv_separable")
+    rows, _ = _separable.row_stats(xs, ys, layout, b)
+    return _critic_bounds.dv(rows, False, reg)
+
+
+def nwj_separable(x, y, *, temperature=1.0, normalize=False, positives=None, negatives=None, reg_weight=0.0,
+                  reg_target=0.0, reg_norm="l2", backend="auto") -> MIResult:
+    """The NWJ bound of the separable critic (see ``infonce_separable``), without S:
+
+        I = mean_P S - mean_N exp(S - 1),    S_ij = <x_i, y_j> / temperature
+
+    Equal to ``nwj(x @ y.T / temperature, ...)``; ReNWJ with reg_weight > 0.
+    """
+    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "nwj_separable")
+    x, y, t, layout, b = _prepare_separable("nwj_separable", x, y, temperature, normalize, positives, negatives, reg,
+                                            backend)
+    if b == "reference":
+        return reference.nwj_separable(x, y, temperature=t, normalize=normalize, positives=positives,
+                                       negatives=negatives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
+    xs, ys = _separable.embed(x, y, t, normalize, "nwj_separable")
+    rows, _ = _separable.row_stats(xs, ys, layout, b)
+    return _critic_bounds.nwj(rows, False, reg)

@@ -98,3 +98,59 @@ class MINE(_CriticLoss):
     def forward(self, scores=None, positives=None, **vector_form):
         return F.mine(scores, self.running_lme, momentum=self.momentum, update=self.training, positives=positives,
                       **vector_form, **self.options)
+
+
+class _SeparableLoss(nn.Module):
+    """A separable-critic loss on embeddings x (n x d) and y (m x d); S = x y^T / temperature never exists.
+
+    temperature: the initial value; learn_temperature=True makes log(temperature) a parameter
+    (``log_temperature``), as CLIP learns its logit scale. normalize=True: the cosine critic.
+    """
+
+    _fn = None
+
+    def __init__(self, *, temperature=1.0, learn_temperature=False, normalize=False, negatives=None, reg_weight=0.0,
+                 reg_target=0.0, reg_norm="l2", backend="auto", **options):
+        super().__init__()
+        t = float(temperature)
+        if not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"{type(self).__name__}: temperature must be positive and finite, got {temperature}")
+        if learn_temperature:
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(t)))
+        else:
+            self.log_temperature = None
+            self._temperature = t
+        self.options = dict(normalize=normalize, negatives=negatives, reg_weight=reg_weight, reg_target=reg_target,
+                            reg_norm=reg_norm, backend=backend, **options)
+
+    @property
+    def temperature(self):
+        return self._temperature if self.log_temperature is None else self.log_temperature.exp()
+
+    def forward(self, x, y, positives=None):
+        return type(self)._fn(x, y, temperature=self.temperature, positives=positives, **self.options)
+
+    def extra_repr(self) -> str:
+        t = "learned" if self.log_temperature is not None else self._temperature
+        return ", ".join([f"temperature={t!r}"] + [f"{k}={v!r}" for k, v in self.options.items()])
+
+
+class InfoNCESeparable(_SeparableLoss):
+    """``F.infonce_separable`` as a module; symmetric=True gives CLIP / NT-Xent."""
+
+    _fn = staticmethod(F.infonce_separable)
+
+    def __init__(self, *, symmetric=False, **kw):
+        super().__init__(symmetric=symmetric, **kw)
+
+
+class DVSeparable(_SeparableLoss):
+    """``F.dv_separable`` as a module."""
+
+    _fn = staticmethod(F.dv_separable)
+
+
+class NWJSeparable(_SeparableLoss):
+    """``F.nwj_separable`` as a module."""
+
+    _fn = staticmethod(F.nwj_separable)

@@ -177,3 +177,46 @@ def mine(scores, running_lme, *, momentum=0.9, update=True, positives=None, nega
     I = pos - batch_lme
     surrogate = pos - torch.exp(batch_lme - ema.to(scores.dtype))
     return _finish(surrogate, I, batch_lme, reg_weight, reg_target, reg_norm, P.sum())
+
+
+# --- separable critic (the dense definition of the separable family) --------------------------
+def separable_scores(x, y, *, temperature=1.0, normalize=False) -> torch.Tensor:
+    """S = x y^T / temperature, or the cosine critic S_ij = <x_i, y_j> / (|x_i| |y_j| temperature)
+    with normalize=True. Built densely (n x m): this is the oracle the fused family avoids."""
+    x, y = _upcast(x), _upcast(y)
+    if normalize:
+        x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        y = y / torch.linalg.vector_norm(y, dim=1, keepdim=True)
+    return (x @ y.T) / temperature
+
+
+def infonce_separable(x, y, *, temperature=1.0, normalize=False, symmetric=False, positives=None, negatives=None,
+                      reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
+    """InfoNCE of S = separable_scores(x, y); symmetric=True averages the x->y bound (rows of S) and
+    the y->x bound (rows of S^T) — the CLIP / SimCLR form — for losses and estimates alike."""
+    if symmetric and positives is not None:
+        raise ValueError("infonce_separable: symmetric=True needs diagonal positives (positives=None)")
+    S = separable_scores(x, y, temperature=temperature, normalize=normalize)
+    kw = dict(positives=positives, negatives=negatives, reg_weight=reg_weight, reg_target=reg_target,
+              reg_norm=reg_norm)
+    forward = infonce(S, **kw)
+    if not symmetric:
+        return forward
+    backward = infonce(S.T, **kw)
+    return MIResult((forward.loss + backward.loss) / 2, (forward.mi + backward.mi) / 2)
+
+
+def dv_separable(x, y, *, temperature=1.0, normalize=False, positives=None, negatives=None, reg_weight=0.0,
+                 reg_target=0.0, reg_norm="l2") -> MIResult:
+    """The DV bound of S = separable_scores(x, y)."""
+    S = separable_scores(x, y, temperature=temperature, normalize=normalize)
+    return dv(S, positives=positives, negatives=negatives, reg_weight=reg_weight, reg_target=reg_target,
+              reg_norm=reg_norm)
+
+
+def nwj_separable(x, y, *, temperature=1.0, normalize=False, positives=None, negatives=None, reg_weight=0.0,
+                  reg_target=0.0, reg_norm="l2") -> MIResult:
+    """The NWJ bound of S = separable_scores(x, y)."""
+    S = separable_scores(x, y, temperature=temperature, normalize=normalize)
+    return nwj(S, positives=positives, negatives=negatives, reg_weight=reg_weight, reg_target=reg_target,
+               reg_norm=reg_norm)

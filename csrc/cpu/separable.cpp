@@ -1,0 +1,315 @@
+// Fused CPU kernels of the separable family: log-sum-exp statistics of S = x y^T without S.
+//
+// Forward:  row_lse[i] = log sum_{j in N_i} exp(x_i . y_j)      (and, when `cols`,
+//           col_lse[j] = log sum_{i in N^j} exp(x_i . y_j))
+// Backward: given g = dL/drow_lse and h = dL/dcol_lse,
+//           dS_ij = g_i exp(S_ij - row_lse_i) + h_j exp(S_ij - col_lse_j)   (0 off the negatives)
+//           dx = dS y,  dy = dS^T x
+// S exists only as one TILE x TILE block per thread, computed with the CPU matmul (at::mm, MKL or
+// OpenBLAS) and reduced on the fly, so memory is O(threads * TILE^2) beyond inputs and outputs.
+//
+// Negatives exclude at most one column per row (`exclude`): none, the diagonal, or pos_index[i].
+//
+// Schedule: rows and columns are cut into T super-blocks each (T depends only on n and m). Step s
+// runs the T block pairs (I, (I + s) mod T) in parallel: no two of them share a row block or a
+// column block, so every row statistic / dx row and every column statistic / dy row has a single
+// writer per step and is accumulated in the same order whatever the thread count. No atomics, no
+// per-thread copies of dy: the results are deterministic and independent of the number of threads.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <vector>
+
+namespace fastmi {
+namespace {
+
+using at::vec::Vectorized;
+
+constexpr int64_t TILE = 256;    // rows and columns of one score tile
+constexpr int64_t SUPER = 1024;  // nominal rows (columns) of a super-block of the schedule
+
+enum Exclude { EXCL_NONE = 0, EXCL_DIAG = 1, EXCL_INDEX = 2 };
+
+struct Schedule {
+  int64_t n, m, T, rows_per, cols_per;
+  Schedule(int64_t n_, int64_t m_) : n(n_), m(m_) {
+    T = std::max<int64_t>(1, (std::max(n, m) + SUPER - 1) / SUPER);
+    rows_per = (n + T - 1) / T;
+    cols_per = (m + T - 1) / T;
+  }
+  int64_t row_begin(int64_t I) const { return std::min(n, I * rows_per); }
+  int64_t row_end(int64_t I) const { return std::min(n, (I + 1) * rows_per); }
+  int64_t col_begin(int64_t J) const { return std::min(m, J * cols_per); }
+  int64_t col_end(int64_t J) const { return std::min(m, (J + 1) * cols_per); }
+
+  // f(I, J) over all block pairs, T steps of T independent pairs.
+  template <typename F>
+  void run(const F& f) const {
+    for (int64_t step = 0; step < T; ++step) {
+      at::parallel_for(0, T, 1, [&](int64_t b, int64_t e) {
+        for (int64_t I = b; I < e; ++I) f(I, (I + step) % T);
+      });
+    }
+  }
+};
+
+struct Inputs {
+  at::Tensor x, y, idx;  // contiguous; idx is int64 [n] or undefined
+  int64_t n, m, d, exclude;
+  bool cols;
+};
+
+Inputs check_inputs(const char* op, const at::Tensor& x, const at::Tensor& y,
+                    const std::optional<at::Tensor>& pos_index, int64_t exclude, bool cols) {
+  TORCH_CHECK(x.dim() == 2 && y.dim() == 2, op, ": x and y must be 2-D");
+  TORCH_CHECK(x.size(1) == y.size(1), op, ": x has ", x.size(1), " features but y has ", y.size(1));
+  TORCH_CHECK(x.scalar_type() == y.scalar_type(), op, ": x and y must have the same dtype");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              " (CPU): float32 or float64 inputs expected, got ", x.scalar_type());
+  TORCH_CHECK(exclude >= EXCL_NONE && exclude <= EXCL_INDEX, op, ": exclude must be 0, 1 or 2");
+  Inputs in{x.contiguous(), y.contiguous(), at::Tensor(), x.size(0), y.size(0), x.size(1), exclude,
+            cols};
+  if (exclude == EXCL_INDEX) {
+    TORCH_CHECK(pos_index.has_value() && pos_index->dim() == 1 && pos_index->size(0) == in.n,
+                op, ": exclude=2 needs pos_index of length n");
+    in.idx = pos_index->to(at::kLong).contiguous();
+  }
+  return in;
+}
+
+// The excluded column of row i, or -1.
+inline int64_t excluded_col(const Inputs& in, const int64_t* idx, int64_t i) {
+  if (in.exclude == EXCL_DIAG) return i;
+  if (in.exclude == EXCL_INDEX) return idx[i];
+  return -1;
+}
+
+// tile = x[r0:r0+rn] . y[c0:c0+cn]^T, excluded entries set to -inf.
+template <typename T>
+at::Tensor score_tile(const Inputs& in, const int64_t* idx, at::Tensor& buf, int64_t r0, int64_t rn,
+                      int64_t c0, int64_t cn) {
+  at::Tensor S = buf.narrow(0, 0, rn * cn).view({rn, cn});
+  at::mm_out(S, in.x.narrow(0, r0, rn), in.y.narrow(0, c0, cn).t());
+  if (in.exclude != EXCL_NONE) {
+    T* s = S.data_ptr<T>();
+    for (int64_t i = 0; i < rn; ++i) {
+      const int64_t e = excluded_col(in, idx, r0 + i);
+      if (e >= c0 && e < c0 + cn) s[i * cn + (e - c0)] = -std::numeric_limits<T>::infinity();
+    }
+  }
+  return S;
+}
+
+template <typename T>
+inline Vectorized<T> load(const T* p, int64_t left) {
+  return left >= Vectorized<T>::size() ? Vectorized<T>::loadu(p) : Vectorized<T>::loadu(p, left);
+}
+
+// A finite stand-in for a max of -inf, so that exp(s - max) is 0 instead of NaN.
+template <typename T>
+inline T safe_max(T mx) {
+  return mx == -std::numeric_limits<T>::infinity() ? T(0) : mx;
+}
+
+// Online row update: (mx, sum) of row i absorbs the tile row s[0:cn].
+template <typename T>
+void absorb_row(const T* s, int64_t cn, T& mx, T& sum) {
+  using Vec = Vectorized<T>;
+  const int64_t V = Vec::size();
+  const T ninf = -std::numeric_limits<T>::infinity();
+  T tmax = at::vec::reduce_all<T>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, s, cn);
+  const T M = std::max(mx, tmax);
+  if (std::isnan(tmax)) {
+    mx = tmax;
+    sum = tmax;
+    return;
+  }
+  const T Ms = safe_max(M);
+  Vec acc(T(0));
+  const Vec vM(Ms);
+  int64_t j = 0;
+  for (; j + V <= cn; j += V) acc = acc + (Vec::loadu(s + j) - vM).exp();
+  if (j < cn) acc = acc + Vec::set(Vec(T(0)), (load(s + j, cn - j) - vM).exp(), cn - j);
+  T tsum = at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return a + b; }, acc);
+  sum = (mx == ninf ? T(0) : sum * std::exp(mx - Ms)) + tsum;
+  mx = M;
+}
+
+// Online column update: columns c0.. absorb the tile's rn rows (cmax/csum have cn entries).
+template <typename T>
+void absorb_cols(const T* s, int64_t rn, int64_t cn, T* cmax, T* csum, T* tmp) {
+  using Vec = Vectorized<T>;
+  const int64_t V = Vec::size();
+  const T ninf = -std::numeric_limits<T>::infinity();
+  // tmp = max over the tile's rows, then the new running max (old in cmax).
+  std::fill(tmp, tmp + cn, ninf);
+  for (int64_t i = 0; i < rn; ++i) {
+    const T* row = s + i * cn;
+    int64_t j = 0;
+    for (; j + V <= cn; j += V) at::vec::maximum(Vec::loadu(tmp + j), Vec::loadu(row + j)).store(tmp + j);
+    for (; j < cn; ++j) tmp[j] = std::isnan(row[j]) ? row[j] : std::max(tmp[j], row[j]);
+  }
+  for (int64_t j = 0; j < cn; ++j) {
+    const T M = std::isnan(tmp[j]) ? tmp[j] : std::max(cmax[j], tmp[j]);
+    csum[j] = (cmax[j] == ninf) ? T(0) : csum[j] * std::exp(cmax[j] - safe_max(M));
+    cmax[j] = M;
+    tmp[j] = safe_max(M);
+  }
+  for (int64_t i = 0; i < rn; ++i) {
+    const T* row = s + i * cn;
+    int64_t j = 0;
+    for (; j + V <= cn; j += V)
+      (Vec::loadu(csum + j) + (Vec::loadu(row + j) - Vec::loadu(tmp + j)).exp()).store(csum + j);
+    for (; j < cn; ++j) csum[j] += std::exp(row[j] - tmp[j]);
+  }
+}
+
+template <typename T>
+inline T lse_finish(T mx, T sum) {
+  // torch.logsumexp's conventions: an empty or all -inf set gives -inf, +inf gives +inf.
+  if (std::isinf(mx) || std::isnan(mx)) return mx;
+  return mx + std::log(sum);
+}
+
+std::tuple<at::Tensor, at::Tensor> separable_lse_cpu(const at::Tensor& x, const at::Tensor& y,
+                                                     const std::optional<at::Tensor>& pos_index,
+                                                     int64_t exclude, bool cols) {
+  Inputs in = check_inputs("fastmi::separable_lse", x, y, pos_index, exclude, cols);
+  const auto opts = in.x.options();
+  at::Tensor row_lse = at::empty({in.n}, opts);
+  at::Tensor col_lse = at::empty({cols ? in.m : 0}, opts);
+  if (in.n == 0 || in.m == 0) {
+    row_lse.fill_(-std::numeric_limits<double>::infinity());
+    col_lse.fill_(-std::numeric_limits<double>::infinity());
+    return {row_lse, col_lse};
+  }
+  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "separable_lse_cpu", [&] {
+    using T = scalar_t;
+    const T ninf = -std::numeric_limits<T>::infinity();
+    std::vector<T> rmax(in.n, ninf), rsum(in.n, T(0));
+    std::vector<T> cmax(cols ? in.m : 0, ninf), csum(cols ? in.m : 0, T(0));
+    const int64_t* idx = in.idx.defined() ? in.idx.data_ptr<int64_t>() : nullptr;
+    Schedule sched(in.n, in.m);
+    sched.run([&](int64_t I, int64_t J) {
+      at::Tensor buf = at::empty({TILE * TILE}, opts);
+      std::vector<T> tmp(TILE);
+      const int64_t r1 = sched.row_end(I), c1 = sched.col_end(J);
+      for (int64_t r0 = sched.row_begin(I); r0 < r1; r0 += TILE) {
+        const int64_t rn = std::min(TILE, r1 - r0);
+        for (int64_t c0 = sched.col_begin(J); c0 < c1; c0 += TILE) {
+          const int64_t cn = std::min(TILE, c1 - c0);
+          const T* s = score_tile<T>(in, idx, buf, r0, rn, c0, cn).data_ptr<T>();
+          for (int64_t i = 0; i < rn; ++i) absorb_row<T>(s + i * cn, cn, rmax[r0 + i], rsum[r0 + i]);
+          if (cols) absorb_cols<T>(s, rn, cn, cmax.data() + c0, csum.data() + c0, tmp.data());
+        }
+      }
+    });
+    T* rl = row_lse.data_ptr<T>();
+    for (int64_t i = 0; i < in.n; ++i) rl[i] = lse_finish(rmax[i], rsum[i]);
+    if (cols) {
+      T* cl = col_lse.data_ptr<T>();
+      for (int64_t j = 0; j < in.m; ++j) cl[j] = lse_finish(cmax[j], csum[j]);
+    }
+  });
+  return {row_lse, col_lse};
+}
+
+// Coefficient a and shift b of one term a * exp(s - b) of dS; terms whose statistic is not finite
+// (no negatives, or an overflowed row) or whose gradient is 0 contribute nothing: b = +inf makes
+// exp(s - b) exactly 0 for finite s, so 0 * exp(...) never becomes 0 * inf = NaN.
+template <typename T>
+inline void term(T g, T lse, T& a, T& b) {
+  if (g == T(0) || !std::isfinite(lse)) {
+    a = T(0);
+    b = std::numeric_limits<T>::infinity();
+  } else {
+    a = g;
+    b = lse;
+  }
+}
+
+// In place: s (the score tile) becomes dS.
+template <typename T>
+void tile_grad(T* s, int64_t rn, int64_t cn, const T* ga, const T* gb, const T* ha, const T* hb,
+               bool cols) {
+  using Vec = Vectorized<T>;
+  const int64_t V = Vec::size();
+  for (int64_t i = 0; i < rn; ++i) {
+    T* row = s + i * cn;
+    const Vec a(ga[i]), b(gb[i]);
+    int64_t j = 0;
+    if (cols) {
+      for (; j + V <= cn; j += V) {
+        const Vec v = Vec::loadu(row + j);
+        (a * (v - b).exp() + Vec::loadu(ha + j) * (v - Vec::loadu(hb + j)).exp()).store(row + j);
+      }
+      for (; j < cn; ++j) row[j] = ga[i] * std::exp(row[j] - gb[i]) + ha[j] * std::exp(row[j] - hb[j]);
+    } else {
+      for (; j + V <= cn; j += V) (a * (Vec::loadu(row + j) - b).exp()).store(row + j);
+      for (; j < cn; ++j) row[j] = ga[i] * std::exp(row[j] - gb[i]);
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> separable_lse_backward_cpu(
+    const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x, const at::Tensor& y,
+    const std::optional<at::Tensor>& pos_index, int64_t exclude, bool cols, const at::Tensor& row_lse,
+    const at::Tensor& col_lse) {
+  Inputs in = check_inputs("fastmi::separable_lse_backward", x, y, pos_index, exclude, cols);
+  TORCH_CHECK(grad_row.numel() == in.n && row_lse.numel() == in.n,
+              "fastmi::separable_lse_backward: grad_row and row_lse must have n entries");
+  if (cols)
+    TORCH_CHECK(grad_col.numel() == in.m && col_lse.numel() == in.m,
+                "fastmi::separable_lse_backward: grad_col and col_lse must have m entries");
+  const auto opts = in.x.options();
+  at::Tensor dx = at::zeros_like(in.x);
+  at::Tensor dy = at::zeros_like(in.y);
+  if (in.n == 0 || in.m == 0) return {dx, dy};
+  const auto dt = in.x.scalar_type();
+  at::Tensor g = grad_row.to(dt).contiguous(), L = row_lse.to(dt).contiguous();
+  at::Tensor h = cols ? grad_col.to(dt).contiguous() : at::Tensor();
+  at::Tensor C = cols ? col_lse.to(dt).contiguous() : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(dt, "separable_lse_backward_cpu", [&] {
+    using T = scalar_t;
+    std::vector<T> ga(in.n), gb(in.n), ha(cols ? in.m : 0), hb(cols ? in.m : 0);
+    for (int64_t i = 0; i < in.n; ++i) term(g.data_ptr<T>()[i], L.data_ptr<T>()[i], ga[i], gb[i]);
+    for (int64_t j = 0; cols && j < in.m; ++j) term(h.data_ptr<T>()[j], C.data_ptr<T>()[j], ha[j], hb[j]);
+    const int64_t* idx = in.idx.defined() ? in.idx.data_ptr<int64_t>() : nullptr;
+    Schedule sched(in.n, in.m);
+    sched.run([&](int64_t I, int64_t J) {
+      at::Tensor buf = at::empty({TILE * TILE}, opts);
+      const int64_t r1 = sched.row_end(I), c1 = sched.col_end(J);
+      for (int64_t r0 = sched.row_begin(I); r0 < r1; r0 += TILE) {
+        const int64_t rn = std::min(TILE, r1 - r0);
+        at::Tensor dxb = dx.narrow(0, r0, rn);
+        at::Tensor xb = in.x.narrow(0, r0, rn);
+        for (int64_t c0 = sched.col_begin(J); c0 < c1; c0 += TILE) {
+          const int64_t cn = std::min(TILE, c1 - c0);
+          at::Tensor dS = score_tile<T>(in, idx, buf, r0, rn, c0, cn);
+          tile_grad<T>(dS.data_ptr<T>(), rn, cn, ga.data() + r0, gb.data() + r0,
+                       cols ? ha.data() + c0 : nullptr, cols ? hb.data() + c0 : nullptr, cols);
+          dxb.addmm_(dS, in.y.narrow(0, c0, cn));
+          dy.narrow(0, c0, cn).addmm_(dS.t(), xb);
+        }
+      }
+    });
+  });
+  return {dx, dy};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastmi, CPU, m) {
+  m.impl("separable_lse", &separable_lse_cpu);
+  m.impl("separable_lse_backward", &separable_lse_backward_cpu);
+}
+
+}  // namespace fastmi

@@ -1,0 +1,111 @@
+"""The separable critic S = x y^T / temperature (or the cosine critic) as fused statistics.
+
+The O(n d) parts stay in autograd: normalization, the temperature (x / temperature, so a learnable
+temperature gets its gradient for free) and the positive scores S_ip = x_i . y_p(i). The O(n m d)
+part, log sum_j exp S_ij per row (and per column for the symmetric loss), comes from the fused op
+``fastmi.ops.separable``, and the bounds are assembled by the critic_lse family's formulas
+(``fastmi._critic_bounds``) from those statistics.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _critic_bounds, _scores, _validate
+from ._result import MIResult
+from .ops import separable as op
+from .ops.critic_lse import LSE, POS
+
+
+def check_pair(x, y, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x = _validate.tensor(x, "x", name, ndim=2)
+    y = _validate.tensor(y, "y", name, ndim=2)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"{name}: x has {x.shape[1]} features per row but y has {y.shape[1]} (x is n x d, y is m x d)")
+    _validate.same_device(name, x=x, y=y)
+    if x.dtype != y.dtype:
+        raise TypeError(f"{name}: x is {x.dtype} but y is {y.dtype}; give both the same dtype")
+    return x, y
+
+
+def check_temperature(temperature, x: torch.Tensor, name: str):
+    """A positive finite number, or a positive 1-element floating tensor (learnable)."""
+    if not isinstance(temperature, torch.Tensor):
+        t = _validate.number(temperature, "temperature", name, low=0.0, strict=True)
+        if math.isinf(t):
+            raise ValueError(f"{name}: temperature must be finite, got {t}")
+        return t
+    if not temperature.is_floating_point() or temperature.numel() != 1:
+        raise TypeError(f"{name}: temperature must be a number or a 1-element floating tensor, "
+                        f"got {temperature.dtype} of shape {tuple(temperature.shape)}")
+    _validate.same_device(name, x=x, temperature=temperature)
+    if not torch.compiler.is_compiling() and temperature.device.type != "meta":
+        t = float(temperature.detach())  # one host sync, eager mode only
+        if not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"{name}: temperature must be positive and finite, got {t}")
+    return temperature.reshape(())
+
+
+def _unit_rows(x: torch.Tensor, arg: str, name: str) -> torch.Tensor:
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32 if x.dtype != torch.float64 else None)
+    if not torch.compiler.is_compiling() and x.device.type != "meta":
+        zero = (norm == 0).flatten().nonzero()  # one host sync, eager mode only
+        if zero.numel():
+            raise ValueError(f"{name}: normalize=True but {arg} has {zero.numel()} zero-norm row(s) "
+                             f"(first: row {int(zero[0])}); the cosine critic is undefined there")
+    return (x / norm).to(x.dtype)
+
+
+def embed(x, y, temperature, normalize: bool, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x', y') with x' y'^T = S: unit rows when normalize, the temperature folded into x'."""
+    if normalize:
+        x, y = _unit_rows(x, "x", name), _unit_rows(y, "y", name)
+    if isinstance(temperature, torch.Tensor):
+        x = x / temperature.to(x.dtype)
+    elif temperature != 1.0:
+        x = x * (1.0 / temperature)
+    return x, y
+
+
+def layout_of(x, y, positives, negatives, *, infonce: bool, name: str) -> _scores.Layout:
+    if isinstance(positives, torch.Tensor) and positives.dtype == torch.bool:
+        raise TypeError(f"{name}: positives must be None (the diagonal) or a column index per row; a boolean "
+                        "mask is not supported by the separable critic (use fastmi.functional on x @ y.T)")
+    return _scores.resolve_shape(x.shape[0], y.shape[0], x.device, positives, negatives, infonce=infonce,
+                                 name=name, what="x @ y.T")
+
+
+def _exclusion(layout: _scores.Layout):
+    if layout.negatives == "all":
+        return op.EXCLUDE_NONE, None
+    if layout.negatives == "off_diagonal" or layout.kind == "diag":
+        return op.EXCLUDE_DIAG, None
+    return op.EXCLUDE_INDEX, layout.pos_index
+
+
+def _positive_scores(xs, y, layout) -> torch.Tensor:
+    dt = op.stats_dtype(xs.dtype)
+    yp = y if layout.kind == "diag" else y.index_select(0, layout.pos_index)
+    return (xs.to(dt) * yp.to(dt)).sum(1)
+
+
+def row_stats(xs, y, layout, backend: str, *, symmetric: bool = False):
+    """RowStats of S = xs y^T (and of S^T when symmetric) for the critic_lse bound formulas."""
+    exclude, index = _exclusion(layout)
+    row_lse, col_lse = op.lse_stats(xs, y, index, exclude, symmetric, backend)
+    pos = _positive_scores(xs, y, layout)
+    rows = _critic_bounds.RowStats.from_stats(_stats(row_lse, pos), layout)
+    if not symmetric:
+        return rows, None
+    return rows, _critic_bounds.RowStats.from_stats(_stats(col_lse, pos), layout)
+
+
+def _stats(lse, pos):
+    st = [None] * 6
+    st[LSE], st[POS] = lse, pos
+    return st
+
+
+def average(a: MIResult, b: MIResult) -> MIResult:
+    return MIResult((a.loss + b.loss) / 2, (a.mi + b.mi) / 2)

@@ -1,0 +1,204 @@
+"""Triton kernels of the separable family: log-sum-exp statistics of S = x y^T, never stored.
+
+For x (n x d), y (m x d) and the negatives of row i (all columns, or all but one excluded column):
+
+    row_lse[i] = log sum_{j in N_i} exp S_ij,      col_lse[j] = log sum_{i in N^j} exp S_ij
+
+Row pass (``_row_lse_kernel``): a program owns BLOCK_M rows of A and streams B in tiles of BLOCK_N
+rows; each tile S = A_blk B_blk^T is a tl.dot over BLOCK_K chunks of the features (fp32
+accumulation; fp32 inputs use TF32 only when torch.get_float32_matmul_precision() allows it) and is
+folded into an online max / rescaled sum per row. row_lse is the pass on (x, y), col_lse the pass
+on (y, x) with the exclusion transposed.
+
+Gradient pass (``_grad_kernel``): with g = dL/drow_lse and h = dL/dcol_lse,
+
+    dS_ij = g_i exp(S_ij - row_lse_i) + h_j exp(S_ij - col_lse_j)  on the negatives (0 elsewhere)
+
+a program owns BLOCK_M rows of A and BLOCK_D of its features, recomputes S tile by tile and
+accumulates dA = dS B. dx is the pass on (x, y); dy the pass on (y, x), i.e. over column tiles of S
+with the two terms' roles swapped. Every output element is written once by one program: no atomics,
+deterministic.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .critic_lse import _lse_finish
+
+# Exclusion of one entry per row of S (the op's `exclude`), plus the transposed index form.
+EXCL_NONE, EXCL_DIAG, EXCL_ROW_INDEX, EXCL_COL_INDEX = 0, 1, 2, 3
+_TRANSPOSED = {EXCL_NONE: EXCL_NONE, EXCL_DIAG: EXCL_DIAG, EXCL_ROW_INDEX: EXCL_COL_INDEX}
+
+
+@triton.jit
+def _scores(A, B, IDX, rows, cols, row_ok, col_ok, d, stride_a, stride_b,
+            EXCLUDE: tl.constexpr, IS_FP32: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # S = A[rows] B[cols]^T, -inf outside the negatives (out of range or excluded).
+    s = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    for k0 in range(0, d, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < d
+        a = tl.load(A + rows[:, None] * stride_a + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(B + cols[:, None] * stride_b + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+        if UPCAST:
+            a, b = a.to(tl.float32), b.to(tl.float32)
+        if IS_FP32 or UPCAST:
+            s = tl.dot(a, tl.trans(b), s, input_precision=PREC)
+        else:
+            s = tl.dot(a, tl.trans(b), s)
+    ok = row_ok[:, None] & col_ok[None, :]
+    if EXCLUDE == 1:
+        ok = ok & (rows[:, None] != cols[None, :])
+    elif EXCLUDE == 2:
+        ex = tl.load(IDX + rows, mask=row_ok, other=-1)
+        ok = ok & (ex[:, None] != cols[None, :])
+    elif EXCLUDE == 3:
+        ex = tl.load(IDX + cols, mask=col_ok, other=-1)
+        ok = ok & (rows[:, None] != ex[None, :])
+    return tl.where(ok, s, float("-inf"))
+
+
+@triton.jit
+def _row_lse_kernel(A, B, IDX, OUT, n_a, n_b, d, stride_a, stride_b,
+                    EXCLUDE: tl.constexpr, IS_FP32: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr,
+                    UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_a
+    mx = tl.full((BLOCK_M,), float("-inf"), dtype=ACC)
+    sm = tl.zeros((BLOCK_M,), dtype=ACC)
+    for c0 in range(0, n_b, BLOCK_N):
+        cols = c0 + tl.arange(0, BLOCK_N)
+        s = _scores(A, B, IDX, rows, cols, row_ok, cols < n_b, d, stride_a, stride_b,
+                    EXCLUDE, IS_FP32, PREC, ACC, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K)
+        new = tl.maximum(mx, tl.max(s, 1))
+        shift = tl.where(new == float("-inf"), 0.0, new)  # exp(-inf - shift) = 0, never NaN
+        sm = sm * tl.exp(mx - shift) + tl.sum(tl.exp(s - shift[:, None]), 1)
+        mx = new
+    tl.store(OUT + rows, _lse_finish(mx, sm), mask=row_ok)
+
+
+@triton.jit
+def _term(G, L, idx, ok):
+    # (coefficient, shift) of g exp(s - lse); a zero gradient or a non-finite lse (no negatives)
+    # gives (0, +inf) so the term is exactly 0, never 0 * inf.
+    g = tl.load(G + idx, mask=ok, other=0.0)
+    lse = tl.load(L + idx, mask=ok, other=0.0)
+    live = (g != 0) & (tl.abs(lse) < float("inf"))
+    return tl.where(live, g, 0.0), tl.where(live, lse, float("inf"))
+
+
+@triton.jit
+def _grad_kernel(A, B, IDX, G, L, H, C, OUT, n_a, n_b, d, stride_a, stride_b, stride_o,
+                 ROW_TERM: tl.constexpr, COL_TERM: tl.constexpr,
+                 EXCLUDE: tl.constexpr, IS_FP32: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr,
+                 UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_a
+    feats = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    feat_ok = feats < d
+    if ROW_TERM:
+        ga, gb = _term(G, L, rows, row_ok)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=ACC)
+    for c0 in range(0, n_b, BLOCK_N):
+        cols = c0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < n_b
+        s = _scores(A, B, IDX, rows, cols, row_ok, col_ok, d, stride_a, stride_b,
+                    EXCLUDE, IS_FP32, PREC, ACC, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K)
+        ds = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+        if ROW_TERM:
+            ds += ga[:, None] * tl.exp(s - gb[:, None])
+        if COL_TERM:
+            ha, hb = _term(H, C, cols, col_ok)
+            ds += ha[None, :] * tl.exp(s - hb[None, :])
+        b = tl.load(B + cols[:, None] * stride_b + feats[None, :], mask=col_ok[:, None] & feat_ok[None, :], other=0.0)
+        if UPCAST:
+            b = b.to(tl.float32)
+        if IS_FP32 or UPCAST:
+            acc = tl.dot(ds.to(b.dtype), b, acc, input_precision=PREC)
+        else:
+            acc = tl.dot(ds.to(b.dtype), b, acc)
+    out = OUT + rows[:, None] * stride_o + feats[None, :]
+    tl.store(out, acc.to(OUT.dtype.element_ty), mask=row_ok[:, None] & feat_ok[None, :])
+
+
+# ----------------------------------------------------------------------------------------------
+def _check(cond, msg):
+    if not cond:
+        raise RuntimeError(f"fastmi::separable_lse (triton): {msg}")
+
+
+def _prepare(x, y, pos_index, exclude):
+    _check(x.dim() == 2 and y.dim() == 2 and x.shape[1] == y.shape[1], "x and y must be n x d and m x d")
+    _check(x.dtype == y.dtype, "x and y must have the same dtype")
+    _check(x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+           f"x and y must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    _check(exclude in (EXCL_NONE, EXCL_DIAG, EXCL_ROW_INDEX), "exclude must be 0, 1 or 2")
+    idx = None
+    if exclude == EXCL_ROW_INDEX:
+        _check(pos_index is not None and pos_index.shape == (x.shape[0],), "exclude=2 needs pos_index of length n")
+        idx = pos_index.to(torch.int64).contiguous()
+    return x.contiguous(), y.contiguous(), idx
+
+
+def _meta(x):
+    """Compile-time arguments shared by both kernels: dtype flags and tile sizes."""
+    d = x.shape[1]
+    interpreting = x.device.type == "cpu"  # TRITON_INTERPRET=1: small tiles keep the interpreter quick
+    acc = tl.float64 if x.dtype == torch.float64 else tl.float32
+    # The interpreter has no bfloat16/float16 matmul: there, half tiles are upcast before tl.dot.
+    upcast = interpreting and x.dtype in (torch.float16, torch.bfloat16)
+    prec = "ieee" if upcast or torch.get_float32_matmul_precision() == "highest" else "tf32"
+    block = 32 if interpreting else (32 if x.dtype == torch.float64 else 64)
+    block_k = max(16, min(triton.next_power_of_2(d), 32 if interpreting else 64))
+    return dict(IS_FP32=x.dtype == torch.float32, PREC=prec, ACC=acc, UPCAST=upcast, BLOCK_M=block, BLOCK_N=block, BLOCK_K=block_k)
+
+
+def _row_lse(a, b, idx, exclude, meta, out_dtype):
+    out = torch.empty(a.shape[0], dtype=out_dtype, device=a.device)
+    if a.shape[0] == 0:
+        return out
+    grid = (triton.cdiv(a.shape[0], meta["BLOCK_M"]),)
+    _row_lse_kernel[grid](a, b, idx, out, a.shape[0], b.shape[0], a.shape[1], a.stride(0), b.stride(0),
+                          EXCLUDE=exclude, **meta, num_warps=4)
+    return out
+
+
+def separable_lse_fwd(x, y, pos_index, exclude: int, cols: bool):
+    """(row_lse [n], col_lse [m] or [0]) in fp32 (fp64 for float64 inputs)."""
+    x, y, idx = _prepare(x, y, pos_index, exclude)
+    meta = _meta(x)
+    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    row = _row_lse(x, y, idx, exclude, meta, dt)
+    col = _row_lse(y, x, idx, _TRANSPOSED[exclude], meta, dt) if cols else x.new_empty((0,), dtype=dt)
+    return row, col
+
+
+def _grad(a, b, idx, g, lse_a, h, lse_b, row_term, col_term, exclude, meta):
+    out = torch.empty_like(a)
+    n_a, d = a.shape
+    if n_a == 0 or b.shape[0] == 0:
+        return out.zero_()
+    interpreting = a.device.type == "cpu"
+    block_d = max(16, min(triton.next_power_of_2(d), 64 if interpreting else 256))
+    grid = (triton.cdiv(n_a, meta["BLOCK_M"]), triton.cdiv(d, block_d))
+    _grad_kernel[grid](a, b, idx, g, lse_a, h, lse_b, out, n_a, b.shape[0], d, a.stride(0), b.stride(0),
+                       out.stride(0), ROW_TERM=row_term, COL_TERM=col_term, EXCLUDE=exclude, **meta,
+                       BLOCK_D=block_d, num_warps=8 if block_d > 64 else 4)
+    return out
+
+
+def separable_lse_bwd(grad_row, grad_col, x, y, pos_index, exclude: int, cols: bool, row_lse, col_lse):
+    """(dx, dy) of sum_i grad_row_i row_lse_i + sum_j grad_col_j col_lse_j."""
+    x, y, idx = _prepare(x, y, pos_index, exclude)
+    _check(grad_row.shape == (x.shape[0],) and row_lse.shape == (x.shape[0],), "grad_row, row_lse must be [n]")
+    if cols:
+        _check(grad_col.shape == (y.shape[0],) and col_lse.shape == (y.shape[0],), "grad_col, col_lse must be [m]")
+    else:  # placeholders the kernels never read
+        grad_col, col_lse = row_lse.new_zeros(y.shape[0]), row_lse.new_zeros(y.shape[0])
+    meta = _meta(x)
+    g, L = grad_row.to(row_lse.dtype).contiguous(), row_lse.contiguous()
+    h, C = grad_col.to(row_lse.dtype).contiguous(), col_lse.to(row_lse.dtype).contiguous()
+    dx = _grad(x, y, idx, g, L, h, C, True, bool(cols), exclude, meta)
+    dy = _grad(y, x, idx, h, C, g, L, bool(cols), True, _TRANSPOSED[exclude], meta)
+    return dx, dy
