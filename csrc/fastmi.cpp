@@ -18,8 +18,10 @@ TORCH_LIBRARY(fastmi, m) {
       "critic_lse_backward(Tensor grad_stats, Tensor scores, Tensor? pos_index, "
       "Tensor? pos_mask, int neg_mode, float clip, int need, Tensor stats) -> Tensor");
   m.def(
-      "separable_lse(Tensor x, Tensor y, Tensor? pos_index, int exclude, bool cols) -> (Tensor, Tensor)");
+      "separable_lse(Tensor x, Tensor y, Tensor x_scale, Tensor y_scale, Tensor? pos_index, int exclude, "
+      "bool cols) -> (Tensor, Tensor)");
   m.def(
-      "separable_lse_backward(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Tensor? pos_index, "
-      "int exclude, bool cols, Tensor row_lse, Tensor col_lse) -> (Tensor, Tensor)");
+      "separable_lse_backward(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Tensor x_scale, "
+      "Tensor y_scale, Tensor? pos_index, int exclude, bool cols, Tensor row_lse, Tensor col_lse) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -1,7 +1,8 @@
 """The separable critic S = x y^T / temperature (or the cosine critic) as fused statistics.
 
-The O(n d) parts stay in autograd: normalization, the temperature (x / temperature, so a learnable
-temperature gets its gradient for free) and the positive scores S_ip = x_i . y_p(i). The O(n m d)
+The O(n d) parts stay in autograd: the per-row scales a_i = 1 / (temperature |x_i|) and b_j = 1 / |y_j|
+(norms only for the cosine critic; a learnable temperature gets its gradient through a) and the
+positive scores S_ip = a_i b_p (x_i . y_p). The O(n m d)
 part, log sum_j exp S_ij per row (and per column for the symmetric loss), comes from the fused op
 ``fastmi.ops.separable``, and the bounds are assembled by the critic_lse family's formulas
 (``fastmi._critic_bounds``) from those statistics.
@@ -47,25 +48,31 @@ def check_temperature(temperature, x: torch.Tensor, name: str):
     return temperature.reshape(())
 
 
-def _unit_rows(x: torch.Tensor, arg: str, name: str) -> torch.Tensor:
-    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32 if x.dtype != torch.float64 else None)
+def _inverse_norms(x: torch.Tensor, arg: str, name: str) -> torch.Tensor:
+    """1 / |x_i| per row, in fp32 (fp64 for float64), differentiable; zero rows are an error."""
+    norm = torch.linalg.vector_norm(x.to(op.stats_dtype(x.dtype)), dim=1)
     if not torch.compiler.is_compiling() and x.device.type != "meta":
-        zero = (norm == 0).flatten().nonzero()  # one host sync, eager mode only
+        zero = (norm == 0).nonzero()  # one host sync, eager mode only
         if zero.numel():
             raise ValueError(f"{name}: normalize=True but {arg} has {zero.numel()} zero-norm row(s) "
                              f"(first: row {int(zero[0])}); the cosine critic is undefined there")
-    return (x / norm).to(x.dtype)
+    return 1.0 / norm
 
 
-def embed(x, y, temperature, normalize: bool, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x', y') with x' y'^T = S: unit rows when normalize, the temperature folded into x'."""
+def scales(x, y, temperature, normalize: bool, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b) with S_ij = a_i b_j (x_i . y_j): a = 1 / (temperature |x_i|), b = 1 / |y_j| (norms only
+    when normalize). Kept apart from x and y so half inputs are never rounded by the scaling."""
+    dt = op.stats_dtype(x.dtype)
     if normalize:
-        x, y = _unit_rows(x, "x", name), _unit_rows(y, "y", name)
+        a, b = _inverse_norms(x, "x", name), _inverse_norms(y, "y", name)
+    else:
+        a = torch.ones(x.shape[0], dtype=dt, device=x.device)
+        b = torch.ones(y.shape[0], dtype=dt, device=y.device)
     if isinstance(temperature, torch.Tensor):
-        x = x / temperature.to(x.dtype)
+        a = a / temperature.to(dt)
     elif temperature != 1.0:
-        x = x * (1.0 / temperature)
-    return x, y
+        a = a * (1.0 / temperature)
+    return a, b
 
 
 def layout_of(x, y, positives, negatives, *, infonce: bool, name: str) -> _scores.Layout:
@@ -84,17 +91,21 @@ def _exclusion(layout: _scores.Layout):
     return op.EXCLUDE_INDEX, layout.pos_index
 
 
-def _positive_scores(xs, y, layout) -> torch.Tensor:
-    dt = op.stats_dtype(xs.dtype)
-    yp = y if layout.kind == "diag" else y.index_select(0, layout.pos_index)
-    return (xs.to(dt) * yp.to(dt)).sum(1)
+def _positive_scores(x, y, a, b, layout) -> torch.Tensor:
+    """S_ip(i) = a_i b_p(i) (x_i . y_p(i)), O(n d), in the statistics' dtype."""
+    dt = a.dtype
+    if layout.kind == "diag":
+        yp, bp = y, b
+    else:
+        yp, bp = y.index_select(0, layout.pos_index), b.index_select(0, layout.pos_index)
+    return (x.to(dt) * yp.to(dt)).sum(1) * a * bp
 
 
-def row_stats(xs, y, layout, backend: str, *, symmetric: bool = False):
-    """RowStats of S = xs y^T (and of S^T when symmetric) for the critic_lse bound formulas."""
+def row_stats(x, y, a, b, layout, backend: str, *, symmetric: bool = False):
+    """RowStats of S = diag(a) x y^T diag(b) (and of S^T when symmetric) for the critic_lse bound formulas."""
     exclude, index = _exclusion(layout)
-    row_lse, col_lse = op.lse_stats(xs, y, index, exclude, symmetric, backend)
-    pos = _positive_scores(xs, y, layout)
+    row_lse, col_lse = op.lse_stats(x, y, a, b, index, exclude, symmetric, backend)
+    pos = _positive_scores(x, y, a, b, layout)
     rows = _critic_bounds.RowStats.from_stats(_stats(row_lse, pos), layout)
     if not symmetric:
         return rows, None

@@ -249,8 +249,8 @@ def infonce_separable(x, y, *, temperature=1.0, normalize=False, symmetric=False
         return reference.infonce_separable(x, y, temperature=t, normalize=normalize, symmetric=symmetric,
                                            positives=positives, negatives=negatives, reg_weight=reg[0],
                                            reg_target=reg[1], reg_norm=reg[2])
-    xs, ys = _separable.embed(x, y, t, normalize, "infonce_separable")
-    rows, cols = _separable.row_stats(xs, ys, layout, b, symmetric=bool(symmetric))
+    sx, sy = _separable.scales(x, y, t, normalize, "infonce_separable")
+    rows, cols = _separable.row_stats(x, y, sx, sy, layout, b, symmetric=bool(symmetric))
     out = _critic_bounds.infonce(rows, reg)
     return out if cols is None else _separable.average(out, _critic_bounds.infonce(cols, reg))
 
@@ -269,8 +269,8 @@ def dv_separable(x, y, *, temperature=1.0, normalize=False, positives=None, nega
     if b == "reference":
         return reference.dv_separable(x, y, temperature=t, normalize=normalize, positives=positives,
                                       negatives=negatives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
-    xs, ys = _separable.embed(x, y, t, normalize, "dv_separable")
-    rows, _ = _separable.row_stats(xs, ys, layout, b)
+    sx, sy = _separable.scales(x, y, t, normalize, "dv_separable")
+    rows, _ = _separable.row_stats(x, y, sx, sy, layout, b)
     return _critic_bounds.dv(rows, False, reg)
 
 
@@ -288,6 +288,6 @@ def nwj_separable(x, y, *, temperature=1.0, normalize=False, positives=None, neg
     if b == "reference":
         return reference.nwj_separable(x, y, temperature=t, normalize=normalize, positives=positives,
                                        negatives=negatives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
-    xs, ys = _separable.embed(x, y, t, normalize, "nwj_separable")
-    rows, _ = _separable.row_stats(xs, ys, layout, b)
+    sx, sy = _separable.scales(x, y, t, normalize, "nwj_separable")
+    rows, _ = _separable.row_stats(x, y, sx, sy, layout, b)
     return _critic_bounds.nwj(rows, False, reg)

@@ -1,6 +1,8 @@
-"""Triton kernels of the separable family: log-sum-exp statistics of S = x y^T, never stored.
+"""Triton kernels of the separable family: log-sum-exp statistics of S, never stored, where
 
-For x (n x d), y (m x d) and the negatives of row i (all columns, or all but one excluded column):
+    S_ij = a_i b_j (x_i . y_j)      x: n x d, y: m x d, a = x_scale [n], b = y_scale [m] (fp32)
+
+For the negatives of row i (all columns, or all but one excluded column):
 
     row_lse[i] = log sum_{j in N_i} exp S_ij,      col_lse[j] = log sum_{i in N^j} exp S_ij
 
@@ -13,9 +15,10 @@ on (y, x) with the exclusion transposed.
 Gradient pass (``_grad_kernel``): with g = dL/drow_lse and h = dL/dcol_lse,
 
     dS_ij = g_i exp(S_ij - row_lse_i) + h_j exp(S_ij - col_lse_j)  on the negatives (0 elsewhere)
+    E = a dS b,  dx = E y,  dy = E^T x,  da_i = sum_j dS_ij b_j (x_i . y_j),  db likewise
 
 a program owns BLOCK_M rows of A and BLOCK_D of its features, recomputes S tile by tile and
-accumulates dA = dS B. dx is the pass on (x, y); dy the pass on (y, x), i.e. over column tiles of S
+accumulates dA = E B (and, in the programs of the first feature block, the scale gradient). dx is the pass on (x, y); dy the pass on (y, x), i.e. over column tiles of S
 with the two terms' roles swapped. Every output element is written once by one program: no atomics,
 deterministic.
 """
@@ -31,11 +34,11 @@ _TRANSPOSED = {EXCL_NONE: EXCL_NONE, EXCL_DIAG: EXCL_DIAG, EXCL_ROW_INDEX: EXCL_
 
 
 @triton.jit
-def _scores(A, B, IDX, rows, cols, row_ok, col_ok, d, stride_a, stride_b,
+def _scores(A, B, AS, BS, IDX, rows, cols, row_ok, col_ok, d, stride_a, stride_b,
             EXCLUDE: tl.constexpr, IS_FP32: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    # S = A[rows] B[cols]^T, -inf outside the negatives (out of range or excluded).
-    s = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    # (raw, s): raw = A[rows] B[cols]^T, s = a raw b with -inf outside the negatives.
+    raw = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     for k0 in range(0, d, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < d
@@ -44,9 +47,11 @@ def _scores(A, B, IDX, rows, cols, row_ok, col_ok, d, stride_a, stride_b,
         if UPCAST:
             a, b = a.to(tl.float32), b.to(tl.float32)
         if IS_FP32 or UPCAST:
-            s = tl.dot(a, tl.trans(b), s, input_precision=PREC)
+            raw = tl.dot(a, tl.trans(b), raw, input_precision=PREC)
         else:
-            s = tl.dot(a, tl.trans(b), s)
+            raw = tl.dot(a, tl.trans(b), raw)
+    sa = tl.load(AS + rows, mask=row_ok, other=0.0).to(ACC)
+    sb = tl.load(BS + cols, mask=col_ok, other=0.0).to(ACC)
     ok = row_ok[:, None] & col_ok[None, :]
     if EXCLUDE == 1:
         ok = ok & (rows[:, None] != cols[None, :])
@@ -56,11 +61,11 @@ def _scores(A, B, IDX, rows, cols, row_ok, col_ok, d, stride_a, stride_b,
     elif EXCLUDE == 3:
         ex = tl.load(IDX + cols, mask=col_ok, other=-1)
         ok = ok & (rows[:, None] != ex[None, :])
-    return tl.where(ok, s, float("-inf"))
+    return raw, tl.where(ok, raw * sa[:, None] * sb[None, :], float("-inf")), sa, sb
 
 
 @triton.jit
-def _row_lse_kernel(A, B, IDX, OUT, n_a, n_b, d, stride_a, stride_b,
+def _row_lse_kernel(A, B, AS, BS, IDX, OUT, n_a, n_b, d, stride_a, stride_b,
                     EXCLUDE: tl.constexpr, IS_FP32: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr,
                     UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -69,8 +74,8 @@ def _row_lse_kernel(A, B, IDX, OUT, n_a, n_b, d, stride_a, stride_b,
     sm = tl.zeros((BLOCK_M,), dtype=ACC)
     for c0 in range(0, n_b, BLOCK_N):
         cols = c0 + tl.arange(0, BLOCK_N)
-        s = _scores(A, B, IDX, rows, cols, row_ok, cols < n_b, d, stride_a, stride_b,
-                    EXCLUDE, IS_FP32, PREC, ACC, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K)
+        _, s, _, _ = _scores(A, B, AS, BS, IDX, rows, cols, row_ok, cols < n_b, d, stride_a, stride_b,
+                             EXCLUDE, IS_FP32, PREC, ACC, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K)
         new = tl.maximum(mx, tl.max(s, 1))
         shift = tl.where(new == float("-inf"), 0.0, new)  # exp(-inf - shift) = 0, never NaN
         sm = sm * tl.exp(mx - shift) + tl.sum(tl.exp(s - shift[:, None]), 1)
@@ -89,7 +94,7 @@ def _term(G, L, idx, ok):
 
 
 @triton.jit
-def _grad_kernel(A, B, IDX, G, L, H, C, OUT, n_a, n_b, d, stride_a, stride_b, stride_o,
+def _grad_kernel(A, B, AS, BS, IDX, G, L, H, C, OUT, OUT_S, n_a, n_b, d, stride_a, stride_b, stride_o,
                  ROW_TERM: tl.constexpr, COL_TERM: tl.constexpr,
                  EXCLUDE: tl.constexpr, IS_FP32: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr,
                  UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -100,26 +105,31 @@ def _grad_kernel(A, B, IDX, G, L, H, C, OUT, n_a, n_b, d, stride_a, stride_b, st
     if ROW_TERM:
         ga, gb = _term(G, L, rows, row_ok)
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=ACC)
+    dscale = tl.zeros((BLOCK_M,), dtype=ACC)
     for c0 in range(0, n_b, BLOCK_N):
         cols = c0 + tl.arange(0, BLOCK_N)
         col_ok = cols < n_b
-        s = _scores(A, B, IDX, rows, cols, row_ok, col_ok, d, stride_a, stride_b,
-                    EXCLUDE, IS_FP32, PREC, ACC, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K)
+        raw, s, sa, sb = _scores(A, B, AS, BS, IDX, rows, cols, row_ok, col_ok, d, stride_a, stride_b,
+                                 EXCLUDE, IS_FP32, PREC, ACC, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K)
         ds = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
         if ROW_TERM:
             ds += ga[:, None] * tl.exp(s - gb[:, None])
         if COL_TERM:
             ha, hb = _term(H, C, cols, col_ok)
             ds += ha[None, :] * tl.exp(s - hb[None, :])
+        dscale += tl.sum(ds * raw * sb[None, :], 1)
+        e = ds * sa[:, None] * sb[None, :]
         b = tl.load(B + cols[:, None] * stride_b + feats[None, :], mask=col_ok[:, None] & feat_ok[None, :], other=0.0)
         if UPCAST:
             b = b.to(tl.float32)
         if IS_FP32 or UPCAST:
-            acc = tl.dot(ds.to(b.dtype), b, acc, input_precision=PREC)
+            acc = tl.dot(e.to(b.dtype), b, acc, input_precision=PREC)
         else:
-            acc = tl.dot(ds.to(b.dtype), b, acc)
+            acc = tl.dot(e.to(b.dtype), b, acc)
     out = OUT + rows[:, None] * stride_o + feats[None, :]
     tl.store(out, acc.to(OUT.dtype.element_ty), mask=row_ok[:, None] & feat_ok[None, :])
+    if tl.program_id(1) == 0:
+        tl.store(OUT_S + rows, dscale, mask=row_ok)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,17 +138,19 @@ def _check(cond, msg):
         raise RuntimeError(f"fastmi::separable_lse (triton): {msg}")
 
 
-def _prepare(x, y, pos_index, exclude):
+def _prepare(x, y, x_scale, y_scale, pos_index, exclude):
     _check(x.dim() == 2 and y.dim() == 2 and x.shape[1] == y.shape[1], "x and y must be n x d and m x d")
     _check(x.dtype == y.dtype, "x and y must have the same dtype")
     _check(x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
            f"x and y must be float16, bfloat16, float32 or float64, got {x.dtype}")
     _check(exclude in (EXCL_NONE, EXCL_DIAG, EXCL_ROW_INDEX), "exclude must be 0, 1 or 2")
+    _check(x_scale.shape == (x.shape[0],) and y_scale.shape == (y.shape[0],), "x_scale must be [n], y_scale [m]")
+    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
     idx = None
     if exclude == EXCL_ROW_INDEX:
         _check(pos_index is not None and pos_index.shape == (x.shape[0],), "exclude=2 needs pos_index of length n")
         idx = pos_index.to(torch.int64).contiguous()
-    return x.contiguous(), y.contiguous(), idx
+    return x.contiguous(), y.contiguous(), x_scale.to(dt).contiguous(), y_scale.to(dt).contiguous(), idx
 
 
 def _meta(x):
@@ -154,43 +166,45 @@ def _meta(x):
     return dict(IS_FP32=x.dtype == torch.float32, PREC=prec, ACC=acc, UPCAST=upcast, BLOCK_M=block, BLOCK_N=block, BLOCK_K=block_k)
 
 
-def _row_lse(a, b, idx, exclude, meta, out_dtype):
+def _row_lse(a, b, sa, sb, idx, exclude, meta, out_dtype):
     out = torch.empty(a.shape[0], dtype=out_dtype, device=a.device)
     if a.shape[0] == 0:
         return out
     grid = (triton.cdiv(a.shape[0], meta["BLOCK_M"]),)
-    _row_lse_kernel[grid](a, b, idx, out, a.shape[0], b.shape[0], a.shape[1], a.stride(0), b.stride(0),
+    _row_lse_kernel[grid](a, b, sa, sb, idx, out, a.shape[0], b.shape[0], a.shape[1], a.stride(0), b.stride(0),
                           EXCLUDE=exclude, **meta, num_warps=4)
     return out
 
 
-def separable_lse_fwd(x, y, pos_index, exclude: int, cols: bool):
+def separable_lse_fwd(x, y, x_scale, y_scale, pos_index, exclude: int, cols: bool):
     """(row_lse [n], col_lse [m] or [0]) in fp32 (fp64 for float64 inputs)."""
-    x, y, idx = _prepare(x, y, pos_index, exclude)
+    x, y, sx, sy, idx = _prepare(x, y, x_scale, y_scale, pos_index, exclude)
     meta = _meta(x)
-    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    row = _row_lse(x, y, idx, exclude, meta, dt)
-    col = _row_lse(y, x, idx, _TRANSPOSED[exclude], meta, dt) if cols else x.new_empty((0,), dtype=dt)
+    dt = sx.dtype
+    row = _row_lse(x, y, sx, sy, idx, exclude, meta, dt)
+    col = _row_lse(y, x, sy, sx, idx, _TRANSPOSED[exclude], meta, dt) if cols else x.new_empty((0,), dtype=dt)
     return row, col
 
 
-def _grad(a, b, idx, g, lse_a, h, lse_b, row_term, col_term, exclude, meta):
+def _grad(a, b, sa, sb, idx, g, lse_a, h, lse_b, row_term, col_term, exclude, meta):
     out = torch.empty_like(a)
+    out_s = torch.empty_like(sa)
     n_a, d = a.shape
     if n_a == 0 or b.shape[0] == 0:
-        return out.zero_()
+        return out.zero_(), out_s.zero_()
     interpreting = a.device.type == "cpu"
     block_d = max(16, min(triton.next_power_of_2(d), 64 if interpreting else 256))
     grid = (triton.cdiv(n_a, meta["BLOCK_M"]), triton.cdiv(d, block_d))
-    _grad_kernel[grid](a, b, idx, g, lse_a, h, lse_b, out, n_a, b.shape[0], d, a.stride(0), b.stride(0),
+    _grad_kernel[grid](a, b, sa, sb, idx, g, lse_a, h, lse_b, out, out_s, n_a, b.shape[0], d, a.stride(0), b.stride(0),
                        out.stride(0), ROW_TERM=row_term, COL_TERM=col_term, EXCLUDE=exclude, **meta,
                        BLOCK_D=block_d, num_warps=8 if block_d > 64 else 4)
-    return out
+    return out, out_s
 
 
-def separable_lse_bwd(grad_row, grad_col, x, y, pos_index, exclude: int, cols: bool, row_lse, col_lse):
-    """(dx, dy) of sum_i grad_row_i row_lse_i + sum_j grad_col_j col_lse_j."""
-    x, y, idx = _prepare(x, y, pos_index, exclude)
+def separable_lse_bwd(grad_row, grad_col, x, y, x_scale, y_scale, pos_index, exclude: int, cols: bool, row_lse,
+                      col_lse):
+    """(dx, dy, dx_scale, dy_scale) of sum_i grad_row_i row_lse_i + sum_j grad_col_j col_lse_j."""
+    x, y, sx, sy, idx = _prepare(x, y, x_scale, y_scale, pos_index, exclude)
     _check(grad_row.shape == (x.shape[0],) and row_lse.shape == (x.shape[0],), "grad_row, row_lse must be [n]")
     if cols:
         _check(grad_col.shape == (y.shape[0],) and col_lse.shape == (y.shape[0],), "grad_col, col_lse must be [m]")
@@ -199,6 +213,6 @@ def separable_lse_bwd(grad_row, grad_col, x, y, pos_index, exclude: int, cols: b
     meta = _meta(x)
     g, L = grad_row.to(row_lse.dtype).contiguous(), row_lse.contiguous()
     h, C = grad_col.to(row_lse.dtype).contiguous(), col_lse.to(row_lse.dtype).contiguous()
-    dx = _grad(x, y, idx, g, L, h, C, True, bool(cols), exclude, meta)
-    dy = _grad(y, x, idx, h, C, g, L, bool(cols), True, _TRANSPOSED[exclude], meta)
-    return dx, dy
+    dx, dsx = _grad(x, y, sx, sy, idx, g, L, h, C, True, bool(cols), exclude, meta)
+    dy, dsy = _grad(y, x, sy, sx, idx, h, C, g, L, bool(cols), True, _TRANSPOSED[exclude], meta)
+    return dx, dy, dsx, dsy

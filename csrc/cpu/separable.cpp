@@ -1,10 +1,10 @@
-// Fused CPU kernels of the separable family: log-sum-exp statistics of S = x y^T without S.
-//
-// Forward:  row_lse[i] = log sum_{j in N_i} exp(x_i . y_j)      (and, when `cols`,
-//           col_lse[j] = log sum_{i in N^j} exp(x_i . y_j))
+// Fused CPU kernels of the separable family: log-sum-exp statistics of S without S, where
+//           S_ij = a_i b_j (x_i . y_j)      (a = x_scale, b = y_scale: temperature, cosine norms)
+// Forward:  row_lse[i] = log sum_{j in N_i} exp(S_ij)      (and, when `cols`,
+//           col_lse[j] = log sum_{i in N^j} exp(S_ij))
 // Backward: given g = dL/drow_lse and h = dL/dcol_lse,
 //           dS_ij = g_i exp(S_ij - row_lse_i) + h_j exp(S_ij - col_lse_j)   (0 off the negatives)
-//           dx = dS y,  dy = dS^T x
+//           E = a dS b:  dx = E y,  dy = E^T x,  da_i = sum_j dS_ij b_j (x_i . y_j),  db likewise
 // S exists only as one TILE x TILE block per thread, computed with the CPU matmul (at::mm, MKL or
 // OpenBLAS) and reduced on the fly, so memory is O(threads * TILE^2) beyond inputs and outputs.
 //
@@ -63,20 +63,27 @@ struct Schedule {
 
 struct Inputs {
   at::Tensor x, y, idx;  // contiguous; idx is int64 [n] or undefined
+  at::Tensor a, b;       // x_scale [n], y_scale [m] in the dtype of x
   int64_t n, m, d, exclude;
   bool cols;
 };
 
-Inputs check_inputs(const char* op, const at::Tensor& x, const at::Tensor& y,
-                    const std::optional<at::Tensor>& pos_index, int64_t exclude, bool cols) {
+Inputs check_inputs(const char* op, const at::Tensor& x, const at::Tensor& y, const at::Tensor& x_scale,
+                    const at::Tensor& y_scale, const std::optional<at::Tensor>& pos_index, int64_t exclude,
+                    bool cols) {
   TORCH_CHECK(x.dim() == 2 && y.dim() == 2, op, ": x and y must be 2-D");
   TORCH_CHECK(x.size(1) == y.size(1), op, ": x has ", x.size(1), " features but y has ", y.size(1));
   TORCH_CHECK(x.scalar_type() == y.scalar_type(), op, ": x and y must have the same dtype");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
               " (CPU): float32 or float64 inputs expected, got ", x.scalar_type());
   TORCH_CHECK(exclude >= EXCL_NONE && exclude <= EXCL_INDEX, op, ": exclude must be 0, 1 or 2");
-  Inputs in{x.contiguous(), y.contiguous(), at::Tensor(), x.size(0), y.size(0), x.size(1), exclude,
-            cols};
+  // The tile matmuls below are internal: detached views keep autograd out of at::mm_out / addmm_.
+  Inputs in{x.detach().contiguous(), y.detach().contiguous(), at::Tensor(), at::Tensor(), at::Tensor(),
+            x.size(0), y.size(0), x.size(1), exclude, cols};
+  TORCH_CHECK(x_scale.dim() == 1 && x_scale.size(0) == in.n && y_scale.dim() == 1 && y_scale.size(0) == in.m, op,
+              ": x_scale must have n entries and y_scale m entries");
+  in.a = x_scale.detach().to(x.scalar_type()).contiguous();
+  in.b = y_scale.detach().to(x.scalar_type()).contiguous();
   if (exclude == EXCL_INDEX) {
     TORCH_CHECK(pos_index.has_value() && pos_index->dim() == 1 && pos_index->size(0) == in.n,
                 op, ": exclude=2 needs pos_index of length n");
@@ -92,20 +99,23 @@ inline int64_t excluded_col(const Inputs& in, const int64_t* idx, int64_t i) {
   return -1;
 }
 
-// tile = x[r0:r0+rn] . y[c0:c0+cn]^T, excluded entries set to -inf.
+// raw = x[r0:r0+rn] . y[c0:c0+cn]^T (unscaled), a view of the thread's buffer.
+at::Tensor raw_tile(const Inputs& in, at::Tensor& buf, int64_t r0, int64_t rn, int64_t c0, int64_t cn) {
+  at::Tensor R = buf.narrow(0, 0, rn * cn).view({rn, cn});
+  at::mm_out(R, in.x.narrow(0, r0, rn), in.y.narrow(0, c0, cn).t());
+  return R;
+}
+
+// s_i. = a_i b_. raw_i. for one tile row, with the excluded entry (if in the tile) at -inf.
 template <typename T>
-at::Tensor score_tile(const Inputs& in, const int64_t* idx, at::Tensor& buf, int64_t r0, int64_t rn,
-                      int64_t c0, int64_t cn) {
-  at::Tensor S = buf.narrow(0, 0, rn * cn).view({rn, cn});
-  at::mm_out(S, in.x.narrow(0, r0, rn), in.y.narrow(0, c0, cn).t());
-  if (in.exclude != EXCL_NONE) {
-    T* s = S.data_ptr<T>();
-    for (int64_t i = 0; i < rn; ++i) {
-      const int64_t e = excluded_col(in, idx, r0 + i);
-      if (e >= c0 && e < c0 + cn) s[i * cn + (e - c0)] = -std::numeric_limits<T>::infinity();
-    }
-  }
-  return S;
+inline void scale_row(const T* raw, T* s, int64_t cn, T a, const T* b, int64_t excl_in_tile) {
+  using Vec = Vectorized<T>;
+  const int64_t V = Vec::size();
+  const Vec va(a);
+  int64_t j = 0;
+  for (; j + V <= cn; j += V) (va * Vec::loadu(b + j) * Vec::loadu(raw + j)).store(s + j);
+  for (; j < cn; ++j) s[j] = a * b[j] * raw[j];
+  if (excl_in_tile >= 0 && excl_in_tile < cn) s[excl_in_tile] = -std::numeric_limits<T>::infinity();
 }
 
 template <typename T>
@@ -180,9 +190,10 @@ inline T lse_finish(T mx, T sum) {
 }
 
 std::tuple<at::Tensor, at::Tensor> separable_lse_cpu(const at::Tensor& x, const at::Tensor& y,
+                                                     const at::Tensor& x_scale, const at::Tensor& y_scale,
                                                      const std::optional<at::Tensor>& pos_index,
                                                      int64_t exclude, bool cols) {
-  Inputs in = check_inputs("fastmi::separable_lse", x, y, pos_index, exclude, cols);
+  Inputs in = check_inputs("fastmi::separable_lse", x, y, x_scale, y_scale, pos_index, exclude, cols);
   const auto opts = in.x.options();
   at::Tensor row_lse = at::empty({in.n}, opts);
   at::Tensor col_lse = at::empty({cols ? in.m : 0}, opts);
@@ -197,6 +208,8 @@ std::tuple<at::Tensor, at::Tensor> separable_lse_cpu(const at::Tensor& x, const 
     std::vector<T> rmax(in.n, ninf), rsum(in.n, T(0));
     std::vector<T> cmax(cols ? in.m : 0, ninf), csum(cols ? in.m : 0, T(0));
     const int64_t* idx = in.idx.defined() ? in.idx.data_ptr<int64_t>() : nullptr;
+    const T* a = in.a.data_ptr<T>();
+    const T* b = in.b.data_ptr<T>();
     Schedule sched(in.n, in.m);
     sched.run([&](int64_t I, int64_t J) {
       at::Tensor buf = at::empty({TILE * TILE}, opts);
@@ -206,8 +219,12 @@ std::tuple<at::Tensor, at::Tensor> separable_lse_cpu(const at::Tensor& x, const 
         const int64_t rn = std::min(TILE, r1 - r0);
         for (int64_t c0 = sched.col_begin(J); c0 < c1; c0 += TILE) {
           const int64_t cn = std::min(TILE, c1 - c0);
-          const T* s = score_tile<T>(in, idx, buf, r0, rn, c0, cn).data_ptr<T>();
-          for (int64_t i = 0; i < rn; ++i) absorb_row<T>(s + i * cn, cn, rmax[r0 + i], rsum[r0 + i]);
+          T* s = raw_tile(in, buf, r0, rn, c0, cn).data_ptr<T>();
+          for (int64_t i = 0; i < rn; ++i) {
+            T* row = s + i * cn;
+            scale_row<T>(row, row, cn, a[r0 + i], b + c0, excluded_col(in, idx, r0 + i) - c0);
+            absorb_row<T>(row, cn, rmax[r0 + i], rsum[r0 + i]);
+          }
           if (cols) absorb_cols<T>(s, rn, cn, cmax.data() + c0, csum.data() + c0, tmp.data());
         }
       }
@@ -236,34 +253,54 @@ inline void term(T g, T lse, T& a, T& b) {
   }
 }
 
-// In place: s (the score tile) becomes dS.
+// In place: the raw tile becomes E = a dS b; da/db of the tile's rows/columns accumulate
+// sum dS b raw / sum dS a raw. `tmp` holds one tile row of scaled scores.
 template <typename T>
-void tile_grad(T* s, int64_t rn, int64_t cn, const T* ga, const T* gb, const T* ha, const T* hb,
-               bool cols) {
+void tile_grad(T* raw, int64_t rn, int64_t cn, const T* a, const T* b, const T* ga, const T* gb, const T* ha,
+               const T* hb, bool cols, const int64_t* excl, T* da, T* db, T* tmp) {
   using Vec = Vectorized<T>;
   const int64_t V = Vec::size();
   for (int64_t i = 0; i < rn; ++i) {
-    T* row = s + i * cn;
-    const Vec a(ga[i]), b(gb[i]);
+    T* row = raw + i * cn;
+    scale_row<T>(row, tmp, cn, a[i], b, excl[i]);
+    const Vec vga(ga[i]), vgb(gb[i]), va(a[i]);
+    Vec dacc(T(0));
     int64_t j = 0;
-    if (cols) {
-      for (; j + V <= cn; j += V) {
-        const Vec v = Vec::loadu(row + j);
-        (a * (v - b).exp() + Vec::loadu(ha + j) * (v - Vec::loadu(hb + j)).exp()).store(row + j);
-      }
-      for (; j < cn; ++j) row[j] = ga[i] * std::exp(row[j] - gb[i]) + ha[j] * std::exp(row[j] - hb[j]);
-    } else {
-      for (; j + V <= cn; j += V) (a * (Vec::loadu(row + j) - b).exp()).store(row + j);
-      for (; j < cn; ++j) row[j] = ga[i] * std::exp(row[j] - gb[i]);
+    auto step = [&](const Vec& r, const Vec& s, const Vec& vb, const Vec& vha, const Vec& vhb, Vec& dbv) {
+      Vec ds = vga * (s - vgb).exp();
+      if (cols) ds = ds + vha * (s - vhb).exp();
+      const Vec dsr = ds * r;
+      dacc = dacc + dsr * vb;
+      dbv = dsr * va;
+      return ds * va * vb;
+    };
+    for (; j + V <= cn; j += V) {
+      const Vec vb = Vec::loadu(b + j);
+      Vec dbv;
+      const Vec e = step(Vec::loadu(row + j), Vec::loadu(tmp + j), vb, cols ? Vec::loadu(ha + j) : Vec(T(0)),
+                         cols ? Vec::loadu(hb + j) : Vec(T(0)), dbv);
+      (Vec::loadu(db + j) + dbv).store(db + j);
+      e.store(row + j);
     }
+    if (j < cn) {
+      const int64_t left = cn - j;
+      const Vec vb = Vec::loadu(b + j, left);
+      Vec dbv;
+      const Vec e = step(Vec::loadu(row + j, left), Vec::loadu(tmp + j, left), vb,
+                         cols ? Vec::loadu(ha + j, left) : Vec(T(0)), cols ? Vec::loadu(hb + j, left) : Vec(T(0)), dbv);
+      // padding lanes: raw = 0 and b = 0 there, so they add 0 to dacc
+      (Vec::loadu(db + j, left) + dbv).store(db + j, left);
+      e.store(row + j, left);
+    }
+    da[i] += at::vec::vec_reduce_all<T>([](Vec& x, Vec& y) { return x + y; }, dacc);
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> separable_lse_backward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_lse_backward_cpu(
     const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x, const at::Tensor& y,
-    const std::optional<at::Tensor>& pos_index, int64_t exclude, bool cols, const at::Tensor& row_lse,
-    const at::Tensor& col_lse) {
-  Inputs in = check_inputs("fastmi::separable_lse_backward", x, y, pos_index, exclude, cols);
+    const at::Tensor& x_scale, const at::Tensor& y_scale, const std::optional<at::Tensor>& pos_index,
+    int64_t exclude, bool cols, const at::Tensor& row_lse, const at::Tensor& col_lse) {
+  Inputs in = check_inputs("fastmi::separable_lse_backward", x, y, x_scale, y_scale, pos_index, exclude, cols);
   TORCH_CHECK(grad_row.numel() == in.n && row_lse.numel() == in.n,
               "fastmi::separable_lse_backward: grad_row and row_lse must have n entries");
   if (cols)
@@ -272,7 +309,9 @@ std::tuple<at::Tensor, at::Tensor> separable_lse_backward_cpu(
   const auto opts = in.x.options();
   at::Tensor dx = at::zeros_like(in.x);
   at::Tensor dy = at::zeros_like(in.y);
-  if (in.n == 0 || in.m == 0) return {dx, dy};
+  at::Tensor da = at::zeros_like(in.a);
+  at::Tensor db = at::zeros_like(in.b);
+  if (in.n == 0 || in.m == 0) return {dx, dy, da, db};
   const auto dt = in.x.scalar_type();
   at::Tensor g = grad_row.to(dt).contiguous(), L = row_lse.to(dt).contiguous();
   at::Tensor h = cols ? grad_col.to(dt).contiguous() : at::Tensor();
@@ -283,9 +322,15 @@ std::tuple<at::Tensor, at::Tensor> separable_lse_backward_cpu(
     for (int64_t i = 0; i < in.n; ++i) term(g.data_ptr<T>()[i], L.data_ptr<T>()[i], ga[i], gb[i]);
     for (int64_t j = 0; cols && j < in.m; ++j) term(h.data_ptr<T>()[j], C.data_ptr<T>()[j], ha[j], hb[j]);
     const int64_t* idx = in.idx.defined() ? in.idx.data_ptr<int64_t>() : nullptr;
+    const T* a = in.a.data_ptr<T>();
+    const T* b = in.b.data_ptr<T>();
+    T* pda = da.data_ptr<T>();
+    T* pdb = db.data_ptr<T>();
     Schedule sched(in.n, in.m);
     sched.run([&](int64_t I, int64_t J) {
       at::Tensor buf = at::empty({TILE * TILE}, opts);
+      std::vector<T> tmp(TILE);
+      std::vector<int64_t> excl(TILE);
       const int64_t r1 = sched.row_end(I), c1 = sched.col_end(J);
       for (int64_t r0 = sched.row_begin(I); r0 < r1; r0 += TILE) {
         const int64_t rn = std::min(TILE, r1 - r0);
@@ -293,16 +338,18 @@ std::tuple<at::Tensor, at::Tensor> separable_lse_backward_cpu(
         at::Tensor xb = in.x.narrow(0, r0, rn);
         for (int64_t c0 = sched.col_begin(J); c0 < c1; c0 += TILE) {
           const int64_t cn = std::min(TILE, c1 - c0);
-          at::Tensor dS = score_tile<T>(in, idx, buf, r0, rn, c0, cn);
-          tile_grad<T>(dS.data_ptr<T>(), rn, cn, ga.data() + r0, gb.data() + r0,
-                       cols ? ha.data() + c0 : nullptr, cols ? hb.data() + c0 : nullptr, cols);
-          dxb.addmm_(dS, in.y.narrow(0, c0, cn));
-          dy.narrow(0, c0, cn).addmm_(dS.t(), xb);
+          for (int64_t i = 0; i < rn; ++i) excl[i] = excluded_col(in, idx, r0 + i) - c0;
+          at::Tensor E = raw_tile(in, buf, r0, rn, c0, cn);
+          tile_grad<T>(E.data_ptr<T>(), rn, cn, a + r0, b + c0, ga.data() + r0, gb.data() + r0,
+                       cols ? ha.data() + c0 : nullptr, cols ? hb.data() + c0 : nullptr, cols, excl.data(),
+                       pda + r0, pdb + c0, tmp.data());
+          dxb.addmm_(E, in.y.narrow(0, c0, cn));
+          dy.narrow(0, c0, cn).addmm_(E.t(), xb);
         }
       }
     });
   });
-  return {dx, dy};
+  return {dx, dy, da, db};
 }
 
 }  // namespace
