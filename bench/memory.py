@@ -1,13 +1,18 @@
 """Peak extra host memory of one forward+backward on CPU: the resident-set high-water mark
 (VmHWM, reset through /proc/self/clear_refs) minus the resident set before the call, minus the
-gradient's own n x n buffer. Runs in a child process with glibc's mmap threshold pinned low
+gradients' own buffers. Runs in a child process with glibc's mmap threshold pinned low
 (MALLOC_MMAP_THRESHOLD_) so that freed large buffers go back to the OS and every large allocation
 shows up in the high-water mark. Linux only.
 
-    python -m bench.memory infonce fused 4096     -> bytes
+    python -m bench.memory infonce fused 4096               -> bytes (critic_lse family)
+    python -m bench.memory infonce fused 8192 separable     -> bytes (another family's cases)
+
+A family's cases module ``bench.<family>_cases`` provides loss_fn(name, impl), inputs(n) (or
+scores(n)), step(fn, inputs) and optionally grad_bytes(inputs).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -22,30 +27,31 @@ def _status(key: str) -> int:
     raise RuntimeError(key)
 
 
-def _measure(name: str, impl: str, n: int) -> int:
-    from bench.critic_lse_cases import loss_fn, scores, step
-
-    fn = loss_fn(name, impl)
-    s = scores(n)
-    step(fn, s)  # warm-up: compilation, thread pools, allocator arenas
-    step(fn, s)
+def _measure(name: str, impl: str, n: int, family: str) -> int:
+    cases = importlib.import_module(f"bench.{family}_cases")
+    fn = cases.loss_fn(name, impl)
+    data = cases.inputs(n) if hasattr(cases, "inputs") else cases.scores(n)
+    grads = cases.grad_bytes(data) if hasattr(cases, "grad_bytes") else data.numel() * data.element_size()
+    cases.step(fn, data)  # warm-up: compilation, thread pools, allocator arenas
+    cases.step(fn, data)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     base = _status("VmRSS:")
-    step(fn, s)
-    return _status("VmHWM:") - base - s.numel() * s.element_size()
+    cases.step(fn, data)
+    return _status("VmHWM:") - base - grads
 
 
-def peak_extra_bytes(name: str, impl: str, n: int) -> int | None:
+def peak_extra_bytes(name: str, impl: str, n: int, family: str = "critic_lse") -> int | None:
     """Measured in a fresh child process; None where /proc is not available."""
     if not os.path.exists("/proc/self/clear_refs"):
         return None
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-m", "bench.memory", name, impl, str(n)], env=env, cwd=root,
+    out = subprocess.run([sys.executable, "-m", "bench.memory", name, impl, str(n), family], env=env, cwd=root,
                          capture_output=True, text=True, check=True)
     return int(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 if __name__ == "__main__":
-    print(json.dumps(_measure(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
+    print(json.dumps(_measure(sys.argv[1], sys.argv[2], int(sys.argv[3]),
+                              sys.argv[4] if len(sys.argv) > 4 else "critic_lse")))

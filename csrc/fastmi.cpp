@@ -19,9 +19,10 @@ TORCH_LIBRARY(fastmi, m) {
       "Tensor? pos_mask, int neg_mode, float clip, int need, Tensor stats) -> Tensor");
   m.def(
       "separable_lse(Tensor x, Tensor y, Tensor x_scale, Tensor y_scale, Tensor? pos_index, int exclude, "
-      "bool cols) -> (Tensor, Tensor)");
+      "bool cols) -> (Tensor, Tensor, Tensor)");
   m.def(
-      "separable_lse_backward(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Tensor x_scale, "
+      "separable_lse_backward(Tensor grad_row, Tensor grad_col, Tensor grad_pos, Tensor x, Tensor y, "
+      "Tensor x_scale, "
       "Tensor y_scale, Tensor? pos_index, int exclude, bool cols, Tensor row_lse, Tensor col_lse) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
 }

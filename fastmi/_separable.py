@@ -1,9 +1,9 @@
 """The separable critic S = x y^T / temperature (or the cosine critic) as fused statistics.
 
-The O(n d) parts stay in autograd: the per-row scales a_i = 1 / (temperature |x_i|) and b_j = 1 / |y_j|
-(norms only for the cosine critic; a learnable temperature gets its gradient through a) and the
-positive scores S_ip = a_i b_p (x_i . y_p). The O(n m d)
-part, log sum_j exp S_ij per row (and per column for the symmetric loss), comes from the fused op
+The per-row scales a_i = 1 / (temperature |x_i|) and b_j = 1 / |y_j| (norms only for the cosine
+critic) stay in autograd (a learnable temperature gets its gradient through a). Everything that
+touches x y^T, log sum_j exp S_ij per row (and per column for the symmetric loss) and the positive
+scores S_ip(i), comes from the fused op
 ``fastmi.ops.separable``, and the bounds are assembled by the critic_lse family's formulas
 (``fastmi._critic_bounds``) from those statistics.
 """
@@ -83,29 +83,18 @@ def layout_of(x, y, positives, negatives, *, infonce: bool, name: str) -> _score
                                  name=name, what="x @ y.T")
 
 
-def _exclusion(layout: _scores.Layout):
+def _exclusion(layout: _scores.Layout) -> int:
     if layout.negatives == "all":
-        return op.EXCLUDE_NONE, None
-    if layout.negatives == "off_diagonal" or layout.kind == "diag":
-        return op.EXCLUDE_DIAG, None
-    return op.EXCLUDE_INDEX, layout.pos_index
-
-
-def _positive_scores(x, y, a, b, layout) -> torch.Tensor:
-    """S_ip(i) = a_i b_p(i) (x_i . y_p(i)), O(n d), in the statistics' dtype."""
-    dt = a.dtype
-    if layout.kind == "diag":
-        yp, bp = y, b
-    else:
-        yp, bp = y.index_select(0, layout.pos_index), b.index_select(0, layout.pos_index)
-    return (x.to(dt) * yp.to(dt)).sum(1) * a * bp
+        return op.EXCLUDE_NONE
+    if layout.negatives == "off_diagonal":
+        return op.EXCLUDE_DIAG
+    return op.EXCLUDE_POSITIVE
 
 
 def row_stats(x, y, a, b, layout, backend: str, *, symmetric: bool = False):
     """RowStats of S = diag(a) x y^T diag(b) (and of S^T when symmetric) for the critic_lse bound formulas."""
-    exclude, index = _exclusion(layout)
-    row_lse, col_lse = op.lse_stats(x, y, a, b, index, exclude, symmetric, backend)
-    pos = _positive_scores(x, y, a, b, layout)
+    index = layout.pos_index if layout.kind == "index" else None
+    row_lse, col_lse, pos = op.lse_stats(x, y, a, b, index, _exclusion(layout), symmetric, backend)
     rows = _critic_bounds.RowStats.from_stats(_stats(row_lse, pos), layout)
     if not symmetric:
         return rows, None

@@ -149,10 +149,11 @@ def test_gradcheck_cpu_kernel():
     h = torch.randn(13, dtype=torch.float64)
     sa = (torch.rand(11, dtype=torch.float64) + 0.5).requires_grad_(True)
     sb = (torch.rand(13, dtype=torch.float64) + 0.5).requires_grad_(True)
-    for exclude, pos, cols in [(0, None, True), (2, idx, True), (2, idx, False)]:
+    q = torch.randn(11, dtype=torch.float64)
+    for exclude, pos, cols in [(0, None, True), (2, idx, True), (2, idx, False), (1, idx, False), (0, idx, True)]:
         def f(a, b, sa, sb):
-            r, c = torch.ops.fastmi.separable_lse(a, b, sa, sb, pos, exclude, cols)
-            return (r * g).sum() + ((c * h).sum() if cols else 0)
+            r, c, p = torch.ops.fastmi.separable_lse(a, b, sa, sb, pos, exclude, cols)
+            return (r * g).sum() + ((c * h).sum() if cols else 0) + (p * q).sum()
         assert torch.autograd.gradcheck(f, (x, y, sa, sb))
     xs, ys, _ = data(9, 9, 4, seed=8)
     xs.requires_grad_(True)
@@ -169,10 +170,10 @@ def test_cpu_results_do_not_depend_on_thread_count():
     for t in (1, max(2, threads)):
         torch.set_num_threads(t)
         sa, sb = torch.full((2100,), 0.5), torch.ones(2100)
-        r, c = torch.ops.fastmi.separable_lse(x, y, sa, sb, None, 1, True)
-        grads = torch.ops.fastmi.separable_lse_backward(torch.ones_like(r), torch.ones_like(c), x, y, sa, sb, None, 1,
-                                                        True, r, c)
-        outs.append((r, c) + tuple(grads))
+        r, c, p = torch.ops.fastmi.separable_lse(x, y, sa, sb, None, 1, True)
+        grads = torch.ops.fastmi.separable_lse_backward(torch.ones_like(r), torch.ones_like(c), -torch.ones_like(p),
+                                                        x, y, sa, sb, None, 1, True, r, c)
+        outs.append((r, c, p) + tuple(grads))
     torch.set_num_threads(threads)
     for a, b in zip(*outs):
         assert torch.equal(a, b)
@@ -191,8 +192,8 @@ def _op_samples(dtype=torch.float64):
 def test_opcheck_cpu():
     for args in _op_samples():
         torch.library.opcheck(torch.ops.fastmi.separable_lse.default, args)
-        r, c = torch.ops.fastmi.separable_lse(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
-        bargs = ((torch.randn_like(r), torch.randn_like(c))
+        r, c, p = torch.ops.fastmi.separable_lse(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+        bargs = ((torch.randn_like(r), torch.randn_like(c), torch.randn_like(p))
                  + tuple(a.detach() for a in args[:4]) + args[4:] + (r, c))
         torch.library.opcheck(torch.ops.fastmi.separable_lse_backward.default, bargs)
 

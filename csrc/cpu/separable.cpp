@@ -1,14 +1,18 @@
 // Fused CPU kernels of the separable family: log-sum-exp statistics of S without S, where
 //           S_ij = a_i b_j (x_i . y_j)      (a = x_scale, b = y_scale: temperature, cosine norms)
 // Forward:  row_lse[i] = log sum_{j in N_i} exp(S_ij)      (and, when `cols`,
-//           col_lse[j] = log sum_{i in N^j} exp(S_ij))
-// Backward: given g = dL/drow_lse and h = dL/dcol_lse,
+//           col_lse[j] = log sum_{i in N^j} exp(S_ij)),     pos[i] = S_{i p(i)}
+// Backward: given g = dL/drow_lse, h = dL/dcol_lse and q = dL/dpos,
 //           dS_ij = g_i exp(S_ij - row_lse_i) + h_j exp(S_ij - col_lse_j)   (0 off the negatives)
+//                   + q_i [j = p(i)]
 //           E = a dS b:  dx = E y,  dy = E^T x,  da_i = sum_j dS_ij b_j (x_i . y_j),  db likewise
 // S exists only as one TILE x TILE block per thread, computed with the CPU matmul (at::mm, MKL or
 // OpenBLAS) and reduced on the fly, so memory is O(threads * TILE^2) beyond inputs and outputs.
 //
-// Negatives exclude at most one column per row (`exclude`): none, the diagonal, or pos_index[i].
+// The positive column p(i) is pos_index[i], or i (the diagonal) when pos_index is None. Negatives
+// exclude at most one column per row (`exclude`): none, the diagonal, or the positive column.
+// Computing pos here too (rather than in autograd) keeps the op the only user of x and y, so their
+// gradients are the kernel's outputs with no O(n d) temporaries or accumulations around them.
 //
 // Schedule: rows and columns are cut into T super-blocks each (T depends only on n and m). Step s
 // runs the T block pairs (I, (I + s) mod T) in parallel: no two of them share a row block or a
@@ -36,7 +40,7 @@ using at::vec::Vectorized;
 constexpr int64_t TILE = 256;    // rows and columns of one score tile
 constexpr int64_t SUPER = 1024;  // nominal rows (columns) of a super-block of the schedule
 
-enum Exclude { EXCL_NONE = 0, EXCL_DIAG = 1, EXCL_INDEX = 2 };
+enum Exclude { EXCL_NONE = 0, EXCL_DIAG = 1, EXCL_POSITIVE = 2 };
 
 struct Schedule {
   int64_t n, m, T, rows_per, cols_per;
@@ -76,7 +80,7 @@ Inputs check_inputs(const char* op, const at::Tensor& x, const at::Tensor& y, co
   TORCH_CHECK(x.scalar_type() == y.scalar_type(), op, ": x and y must have the same dtype");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
               " (CPU): float32 or float64 inputs expected, got ", x.scalar_type());
-  TORCH_CHECK(exclude >= EXCL_NONE && exclude <= EXCL_INDEX, op, ": exclude must be 0, 1 or 2");
+  TORCH_CHECK(exclude >= EXCL_NONE && exclude <= EXCL_POSITIVE, op, ": exclude must be 0, 1 or 2");
   // The tile matmuls below are internal: detached views keep autograd out of at::mm_out / addmm_.
   Inputs in{x.detach().contiguous(), y.detach().contiguous(), at::Tensor(), at::Tensor(), at::Tensor(),
             x.size(0), y.size(0), x.size(1), exclude, cols};
@@ -84,18 +88,25 @@ Inputs check_inputs(const char* op, const at::Tensor& x, const at::Tensor& y, co
               ": x_scale must have n entries and y_scale m entries");
   in.a = x_scale.detach().to(x.scalar_type()).contiguous();
   in.b = y_scale.detach().to(x.scalar_type()).contiguous();
-  if (exclude == EXCL_INDEX) {
-    TORCH_CHECK(pos_index.has_value() && pos_index->dim() == 1 && pos_index->size(0) == in.n,
-                op, ": exclude=2 needs pos_index of length n");
+  if (pos_index.has_value()) {
+    TORCH_CHECK(pos_index->dim() == 1 && pos_index->size(0) == in.n, op, ": pos_index must have n entries");
     in.idx = pos_index->to(at::kLong).contiguous();
+    const int64_t* p = in.idx.data_ptr<int64_t>();
+    for (int64_t i = 0; i < in.n; ++i)
+      TORCH_CHECK(p[i] >= 0 && p[i] < in.m, op, ": pos_index[", i, "] = ", p[i], " is outside [0, ", in.m, ")");
+  } else {
+    TORCH_CHECK(in.n <= in.m, op, ": diagonal positives need n <= m");
   }
   return in;
 }
 
+// The positive column of row i.
+inline int64_t positive_col(const int64_t* idx, int64_t i) { return idx ? idx[i] : i; }
+
 // The excluded column of row i, or -1.
 inline int64_t excluded_col(const Inputs& in, const int64_t* idx, int64_t i) {
   if (in.exclude == EXCL_DIAG) return i;
-  if (in.exclude == EXCL_INDEX) return idx[i];
+  if (in.exclude == EXCL_POSITIVE) return positive_col(idx, i);
   return -1;
 }
 
@@ -189,7 +200,7 @@ inline T lse_finish(T mx, T sum) {
   return mx + std::log(sum);
 }
 
-std::tuple<at::Tensor, at::Tensor> separable_lse_cpu(const at::Tensor& x, const at::Tensor& y,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_lse_cpu(const at::Tensor& x, const at::Tensor& y,
                                                      const at::Tensor& x_scale, const at::Tensor& y_scale,
                                                      const std::optional<at::Tensor>& pos_index,
                                                      int64_t exclude, bool cols) {
@@ -197,10 +208,11 @@ std::tuple<at::Tensor, at::Tensor> separable_lse_cpu(const at::Tensor& x, const 
   const auto opts = in.x.options();
   at::Tensor row_lse = at::empty({in.n}, opts);
   at::Tensor col_lse = at::empty({cols ? in.m : 0}, opts);
+  at::Tensor pos = at::zeros({in.n}, opts);
   if (in.n == 0 || in.m == 0) {
     row_lse.fill_(-std::numeric_limits<double>::infinity());
     col_lse.fill_(-std::numeric_limits<double>::infinity());
-    return {row_lse, col_lse};
+    return {row_lse, col_lse, pos};
   }
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "separable_lse_cpu", [&] {
     using T = scalar_t;
@@ -210,6 +222,7 @@ std::tuple<at::Tensor, at::Tensor> separable_lse_cpu(const at::Tensor& x, const 
     const int64_t* idx = in.idx.defined() ? in.idx.data_ptr<int64_t>() : nullptr;
     const T* a = in.a.data_ptr<T>();
     const T* b = in.b.data_ptr<T>();
+    T* ps = pos.data_ptr<T>();
     Schedule sched(in.n, in.m);
     sched.run([&](int64_t I, int64_t J) {
       at::Tensor buf = at::empty({TILE * TILE}, opts);
@@ -222,6 +235,8 @@ std::tuple<at::Tensor, at::Tensor> separable_lse_cpu(const at::Tensor& x, const 
           T* s = raw_tile(in, buf, r0, rn, c0, cn).data_ptr<T>();
           for (int64_t i = 0; i < rn; ++i) {
             T* row = s + i * cn;
+            const int64_t p = positive_col(idx, r0 + i) - c0;
+            if (p >= 0 && p < cn) ps[r0 + i] = a[r0 + i] * b[c0 + p] * row[p];
             scale_row<T>(row, row, cn, a[r0 + i], b + c0, excluded_col(in, idx, r0 + i) - c0);
             absorb_row<T>(row, cn, rmax[r0 + i], rsum[r0 + i]);
           }
@@ -236,7 +251,7 @@ std::tuple<at::Tensor, at::Tensor> separable_lse_cpu(const at::Tensor& x, const 
       for (int64_t j = 0; j < in.m; ++j) cl[j] = lse_finish(cmax[j], csum[j]);
     }
   });
-  return {row_lse, col_lse};
+  return {row_lse, col_lse, pos};
 }
 
 // Coefficient a and shift b of one term a * exp(s - b) of dS; terms whose statistic is not finite
@@ -257,11 +272,14 @@ inline void term(T g, T lse, T& a, T& b) {
 // sum dS b raw / sum dS a raw. `tmp` holds one tile row of scaled scores.
 template <typename T>
 void tile_grad(T* raw, int64_t rn, int64_t cn, const T* a, const T* b, const T* ga, const T* gb, const T* ha,
-               const T* hb, bool cols, const int64_t* excl, T* da, T* db, T* tmp) {
+               const T* hb, bool cols, const int64_t* excl, const int64_t* pcol, const T* q, T* da, T* db, T* tmp) {
   using Vec = Vectorized<T>;
   const int64_t V = Vec::size();
   for (int64_t i = 0; i < rn; ++i) {
     T* row = raw + i * cn;
+    const int64_t p = pcol[i];
+    const bool has_pos = p >= 0 && p < cn && q[i] != T(0);
+    const T raw_pos = has_pos ? row[p] : T(0);
     scale_row<T>(row, tmp, cn, a[i], b, excl[i]);
     const Vec vga(ga[i]), vgb(gb[i]), va(a[i]);
     Vec dacc(T(0));
@@ -293,16 +311,22 @@ void tile_grad(T* raw, int64_t rn, int64_t cn, const T* a, const T* b, const T* 
       e.store(row + j, left);
     }
     da[i] += at::vec::vec_reduce_all<T>([](Vec& x, Vec& y) { return x + y; }, dacc);
+    if (has_pos) {  // + q_i at the positive entry
+      row[p] += q[i] * a[i] * b[p];
+      da[i] += q[i] * b[p] * raw_pos;
+      db[p] += q[i] * a[i] * raw_pos;
+    }
   }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_lse_backward_cpu(
-    const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x, const at::Tensor& y,
+    const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& grad_pos, const at::Tensor& x,
+    const at::Tensor& y,
     const at::Tensor& x_scale, const at::Tensor& y_scale, const std::optional<at::Tensor>& pos_index,
     int64_t exclude, bool cols, const at::Tensor& row_lse, const at::Tensor& col_lse) {
   Inputs in = check_inputs("fastmi::separable_lse_backward", x, y, x_scale, y_scale, pos_index, exclude, cols);
-  TORCH_CHECK(grad_row.numel() == in.n && row_lse.numel() == in.n,
-              "fastmi::separable_lse_backward: grad_row and row_lse must have n entries");
+  TORCH_CHECK(grad_row.numel() == in.n && row_lse.numel() == in.n && grad_pos.numel() == in.n,
+              "fastmi::separable_lse_backward: grad_row, grad_pos and row_lse must have n entries");
   if (cols)
     TORCH_CHECK(grad_col.numel() == in.m && col_lse.numel() == in.m,
                 "fastmi::separable_lse_backward: grad_col and col_lse must have m entries");
@@ -313,7 +337,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_lse_backwar
   at::Tensor db = at::zeros_like(in.b);
   if (in.n == 0 || in.m == 0) return {dx, dy, da, db};
   const auto dt = in.x.scalar_type();
-  at::Tensor g = grad_row.to(dt).contiguous(), L = row_lse.to(dt).contiguous();
+  at::Tensor g = grad_row.to(dt).contiguous(), L = row_lse.to(dt).contiguous(), q = grad_pos.to(dt).contiguous();
   at::Tensor h = cols ? grad_col.to(dt).contiguous() : at::Tensor();
   at::Tensor C = cols ? col_lse.to(dt).contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(dt, "separable_lse_backward_cpu", [&] {
@@ -330,7 +354,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_lse_backwar
     sched.run([&](int64_t I, int64_t J) {
       at::Tensor buf = at::empty({TILE * TILE}, opts);
       std::vector<T> tmp(TILE);
-      std::vector<int64_t> excl(TILE);
+      std::vector<int64_t> excl(TILE), pcol(TILE);
       const int64_t r1 = sched.row_end(I), c1 = sched.col_end(J);
       for (int64_t r0 = sched.row_begin(I); r0 < r1; r0 += TILE) {
         const int64_t rn = std::min(TILE, r1 - r0);
@@ -338,11 +362,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_lse_backwar
         at::Tensor xb = in.x.narrow(0, r0, rn);
         for (int64_t c0 = sched.col_begin(J); c0 < c1; c0 += TILE) {
           const int64_t cn = std::min(TILE, c1 - c0);
-          for (int64_t i = 0; i < rn; ++i) excl[i] = excluded_col(in, idx, r0 + i) - c0;
+          for (int64_t i = 0; i < rn; ++i) {
+            excl[i] = excluded_col(in, idx, r0 + i) - c0;
+            pcol[i] = positive_col(idx, r0 + i) - c0;
+          }
           at::Tensor E = raw_tile(in, buf, r0, rn, c0, cn);
           tile_grad<T>(E.data_ptr<T>(), rn, cn, a + r0, b + c0, ga.data() + r0, gb.data() + r0,
                        cols ? ha.data() + c0 : nullptr, cols ? hb.data() + c0 : nullptr, cols, excl.data(),
-                       pda + r0, pdb + c0, tmp.data());
+                       pcol.data(), q.data_ptr<T>() + r0, pda + r0, pdb + c0, tmp.data());
           dxb.addmm_(E, in.y.narrow(0, c0, cn));
           dy.narrow(0, c0, cn).addmm_(E.t(), xb);
         }

@@ -8,15 +8,17 @@ excluded column: the diagonal or ``pos_index[i]``) and N^j those of column j (th
 
     row_lse[i] = log sum_{j in N_i} exp S_ij
     col_lse[j] = log sum_{i in N^j} exp S_ij        (only when ``cols``; else an empty tensor)
+    pos[i]     = S_{i p(i)}                          (p(i) = pos_index[i], or i when pos_index is None)
 
-Backward, with g = dL/drow_lse and h = dL/dcol_lse:
+Backward, with g = dL/drow_lse, h = dL/dcol_lse and q = dL/dpos:
 
-    dS_ij = g_i exp(S_ij - row_lse_i) + h_j exp(S_ij - col_lse_j)   on the negatives, 0 elsewhere
+    dS_ij = g_i exp(S_ij - row_lse_i) + h_j exp(S_ij - col_lse_j)   on the negatives (0 elsewhere)
+            + q_i [j = p(i)]
     E = diag(a) dS diag(b):  dx = E y,  dy = E^T x,  da_i = sum_j dS_ij b_j x_i.y_j,  db_j = sum_i dS_ij a_i x_i.y_j
 
 S is recomputed tile by tile in the backward kernels (FlashAttention style), so the op saves only
-x, y, a, b and the two O(n) statistics. The positive scores S_ip(i) are O(n d) and stay in plain
-autograd (``fastmi._separable``).
+x, y, a, b and the O(n) statistics. The op is the only consumer of x and y (the positives are
+computed in it too), so their gradients are the kernels' outputs: no O(n d) temporaries.
 
 Ops: ``fastmi::separable_lse(_backward)`` (C++ CPU kernel, csrc/cpu/separable.cpp) and
 ``fastmi::separable_lse_triton(_backward)`` (Triton, kernels/separable.py; the GPU path).
@@ -30,7 +32,7 @@ from torch import Tensor
 
 from .. import _backend
 
-EXCLUDE_NONE, EXCLUDE_DIAG, EXCLUDE_INDEX = 0, 1, 2
+EXCLUDE_NONE, EXCLUDE_DIAG, EXCLUDE_POSITIVE = 0, 1, 2
 
 
 def stats_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -39,10 +41,11 @@ def stats_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _fake_forward(x, y, x_scale, y_scale, pos_index, exclude, cols):
     dt = stats_dtype(x.dtype)
-    return x.new_empty((x.shape[0],), dtype=dt), y.new_empty((y.shape[0] if cols else 0,), dtype=dt)
+    n = x.shape[0]
+    return x.new_empty((n,), dtype=dt), y.new_empty((y.shape[0] if cols else 0,), dtype=dt), x.new_empty((n,), dtype=dt)
 
 
-def _fake_backward(grad_row, grad_col, x, y, x_scale, y_scale, pos_index, exclude, cols, row_lse, col_lse):
+def _fake_backward(grad_row, grad_col, grad_pos, x, y, x_scale, y_scale, pos_index, exclude, cols, row_lse, col_lse):
     dt = stats_dtype(x.dtype)
     return (torch.empty_like(x), torch.empty_like(y), x_scale.new_empty(x_scale.shape, dtype=dt),
             y_scale.new_empty(y_scale.shape, dtype=dt))
@@ -51,11 +54,11 @@ def _fake_backward(grad_row, grad_col, x, y, x_scale, y_scale, pos_index, exclud
 def _make_autograd(backward_op):
     def setup_context(ctx, inputs, output):
         x, y, x_scale, y_scale, pos_index, exclude, cols = inputs
-        row_lse, col_lse = output
+        row_lse, col_lse, _ = output
         ctx.save_for_backward(x, y, x_scale, y_scale, pos_index, row_lse, col_lse)
         ctx.args = (exclude, cols)
 
-    def backward(ctx, grad_row, grad_col):
+    def backward(ctx, grad_row, grad_col, grad_pos):
         if torch.is_grad_enabled():  # create_graph=True: the backward kernel has no derivative of its own
             raise RuntimeError(
                 "fastmi: second-order gradients through the fused separable kernels are not supported; "
@@ -67,7 +70,10 @@ def _make_autograd(backward_op):
             grad_row = torch.zeros_like(row_lse)
         if grad_col is None:
             grad_col = torch.zeros_like(col_lse)
-        dx, dy, da, db = backward_op(grad_row.contiguous(), grad_col.contiguous(), x, y, x_scale, y_scale,
+        if grad_pos is None:
+            grad_pos = torch.zeros_like(row_lse)
+        dx, dy, da, db = backward_op(grad_row.contiguous(), grad_col.contiguous(), grad_pos.contiguous(), x, y,
+                                     x_scale, y_scale,
                                      pos_index, exclude, cols, row_lse, col_lse)
         return dx, dy, da.to(x_scale.dtype), db.to(y_scale.dtype), None, None, None
 
@@ -85,19 +91,20 @@ if _backend.availability()["cpu"][0]:
 # --- Triton ops -------------------------------------------------------------------------------
 @torch.library.custom_op("fastmi::separable_lse_triton", mutates_args=())
 def separable_lse_triton(x: Tensor, y: Tensor, x_scale: Tensor, y_scale: Tensor, pos_index: Optional[Tensor],
-                         exclude: int, cols: bool) -> tuple[Tensor, Tensor]:
+                         exclude: int, cols: bool) -> tuple[Tensor, Tensor, Tensor]:
     from ..kernels import separable as kernels
 
     return kernels.separable_lse_fwd(x, y, x_scale, y_scale, pos_index, exclude, cols)
 
 
 @torch.library.custom_op("fastmi::separable_lse_triton_backward", mutates_args=())
-def separable_lse_triton_backward(grad_row: Tensor, grad_col: Tensor, x: Tensor, y: Tensor, x_scale: Tensor,
+def separable_lse_triton_backward(grad_row: Tensor, grad_col: Tensor, grad_pos: Tensor, x: Tensor, y: Tensor,
+                                  x_scale: Tensor,
                                   y_scale: Tensor, pos_index: Optional[Tensor], exclude: int, cols: bool,
                                   row_lse: Tensor, col_lse: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     from ..kernels import separable as kernels
 
-    return kernels.separable_lse_bwd(grad_row, grad_col, x, y, x_scale, y_scale, pos_index, exclude, cols,
+    return kernels.separable_lse_bwd(grad_row, grad_col, grad_pos, x, y, x_scale, y_scale, pos_index, exclude, cols,
                                      row_lse, col_lse)
 
 
@@ -108,8 +115,8 @@ separable_lse_triton.register_autograd(_bwd, setup_context=_ctx)
 
 
 def lse_stats(x: Tensor, y: Tensor, x_scale: Tensor, y_scale: Tensor, pos_index: Optional[Tensor], exclude: int,
-              cols: bool, backend: str) -> tuple[Tensor, Tensor]:
-    """(row_lse, col_lse) of S = diag(x_scale) x y^T diag(y_scale) with the chosen fused backend (autograd-aware)."""
+              cols: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(row_lse, col_lse, pos) of S = diag(x_scale) x y^T diag(y_scale) with the chosen fused backend (autograd-aware)."""
     if backend == "triton":
         return separable_lse_triton(x, y, x_scale, y_scale, pos_index, exclude, cols)
     if backend == "cpu" and x.dtype not in (torch.float32, torch.float64):
