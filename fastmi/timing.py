@@ -33,3 +33,36 @@ def forward_backward(loss_fn, scores: torch.Tensor):
         return s.grad
 
     return run
+
+
+def _proc_status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def peak_rss_increase(fn):
+    """(result, bytes): how far the resident set's high-water mark rose above the current resident
+    set while fn() ran (Linux: VmHWM reset through /proc/self/clear_refs); bytes is None elsewhere."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _proc_status("VmRSS:")
+    except OSError:
+        return fn(), None
+    out = fn()
+    return out, _proc_status("VmHWM:") - base
+
+
+def total_memory_bytes():
+    """Physical memory of this machine (Linux /proc/meminfo), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
