@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q numpy pytest hypothesis pytest-benchmark expecttest ninja tqdm setuptools wheel
+	$(PY) -m pip install -q numpy pytest hypothesis pytest-benchmark expecttest ninja tqdm matplotlib setuptools wheel
 	$(PY) -m pip install -q triton || echo "fastmi: triton could not be installed; its tests will be skipped"
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	$(PY) -m fastmi info

@@ -85,7 +85,7 @@ def test_matches_dense_reference_float64(backend, fn_name, opts, n, m):
 
 @needs_cpu
 def test_large_sizes_cross_tiles_cpu():
-    # several 256-tiles and super-blocks (1024) in both directions, with exclusion and column stats
+    # several 256-tiles and super-blocks (512) in both directions, with exclusion and column stats
     x, y, idx = data(1300, 1300, 24, seed=1)
     assert_matches("infonce_separable", x, y, "cpu", symmetric=True, temperature=0.3)
     x, y, idx = data(1100, 2100, 8, seed=2)

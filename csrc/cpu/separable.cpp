@@ -38,7 +38,7 @@ namespace {
 using at::vec::Vectorized;
 
 constexpr int64_t TILE = 256;    // rows and columns of one score tile
-constexpr int64_t SUPER = 1024;  // nominal rows (columns) of a super-block of the schedule
+constexpr int64_t SUPER = 512;   // nominal rows (columns) of a super-block of the schedule
 
 enum Exclude { EXCL_NONE = 0, EXCL_DIAG = 1, EXCL_POSITIVE = 2 };
 
