@@ -17,4 +17,9 @@ TORCH_LIBRARY(fastmi, m) {
   m.def(
       "critic_lse_backward(Tensor grad_stats, Tensor scores, Tensor? pos_index, "
       "Tensor? pos_mask, int neg_mode, float clip, int need, Tensor stats) -> Tensor");
+  // fd_jacobian (csrc/cpu/fd_jacobian.cpp): perturbation in the span of the batch, and the
+  // per-sample squared difference of the smoothness penalty.
+  m.def("fd_perturb(Tensor x, Tensor seed, Tensor zeta, int noise, bool center) -> Tensor");
+  m.def("fd_sqdiff(Tensor f_clean, Tensor f_perturbed, int hw) -> Tensor");
+  m.def("fd_sqdiff_backward(Tensor grad, Tensor f_clean, Tensor f_perturbed, int hw) -> (Tensor, Tensor)");
 }

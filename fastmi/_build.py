@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
-FAMILIES = ("critic_lse",)
+FAMILIES = ("critic_lse", "fd_jacobian")
 
 
 def cpu_sources() -> list[str]:
@@ -20,7 +20,8 @@ def cpu_sources() -> list[str]:
 
 
 def cuda_sources() -> list[str]:
-    return [str(CSRC / "cuda" / f"{f}.cu") for f in FAMILIES]
+    """The CUDA kernels that exist: a family whose GPU path is Triton only has no .cu file."""
+    return [str(CSRC / "cuda" / f"{f}.cu") for f in FAMILIES if (CSRC / "cuda" / f"{f}.cu").exists()]
 
 
 def _cpu_flags() -> set[str]:
