@@ -256,10 +256,12 @@ def span_directions(x: torch.Tensor, coefficients: torch.Tensor, center: bool = 
         xc = xf
     c = coefficients.to(device=x.device, dtype=acc)
     d = c @ xc
-    norm = torch.linalg.vector_norm(d, dim=1)
-    tol = 8.0 * math.sqrt(x.shape[0]) * torch.finfo(acc).eps * (c.abs() @ torch.linalg.vector_norm(xc, dim=1))
-    keep = (norm > tol) & (norm > 0)
-    return torch.where(keep[:, None], d / torch.where(keep, norm, 1.0)[:, None], 0.0)
+    norm = torch.linalg.vector_norm(d, dim=1, dtype=torch.float64)
+    rownorm = torch.linalg.vector_norm(xc, dim=1, dtype=torch.float64)
+    tol = 8.0 * math.sqrt(x.shape[0]) * torch.finfo(acc).eps * (c.abs().double() @ rownorm)
+    keep = (norm > tol) & (norm > 0) & torch.isfinite(norm)  # overflowed directions: unperturbed too
+    scale = torch.where(keep, 1.0 / torch.where(keep, norm, 1.0), 0.0).to(acc)
+    return torch.where(keep[:, None], d * scale[:, None], 0.0)
 
 
 def perturb_in_span(x: torch.Tensor, *, zeta=None, zeta_std: float = 0.1, noise: str = "bernoulli",

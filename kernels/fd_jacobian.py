@@ -60,7 +60,7 @@ def _combine_kernel(x_ptr, ybar_ptr, nrm_ptr, seed_ptr, d_ptr, sq_ptr, scale_ptr
         x0 = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(acc_t)
         ybar = tl.load(ybar_ptr + cols, mask=cmask, other=0.0)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_t)
-    scale = tl.zeros((BLOCK_M,), dtype=acc_t)
+    scale = tl.zeros((BLOCK_M,), dtype=tl.float64)
     for k0 in range(0, B, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         kmask = ks < B
@@ -73,10 +73,11 @@ def _combine_kernel(x_ptr, ybar_ptr, nrm_ptr, seed_ptr, d_ptr, sq_ptr, scale_ptr
         acc += tl.dot(c, xt, input_precision="ieee")
         if pid_n == 0:
             nrm = tl.load(nrm_ptr + ks, mask=kmask, other=0.0)
-            scale += tl.sum(tl.abs(c) * nrm[None, :], axis=1)
+            scale += tl.sum(tl.abs(c).to(tl.float64) * nrm[None, :], axis=1)
     mask = rmask[:, None] & cmask[None, :]
     tl.store(d_ptr + rows[:, None].to(tl.int64) * n + cols[None, :], acc, mask=mask)
-    tl.store(sq_ptr + pid_n * B + rows, tl.sum(acc * acc, axis=1), mask=rmask)
+    acc64 = acc.to(tl.float64)  # squared norms in fp64: no overflow for any finite fp32 D
+    tl.store(sq_ptr + pid_n * B + rows, tl.sum(acc64 * acc64, axis=1), mask=rmask)
     if pid_n == 0:
         tl.store(scale_ptr + rows, scale, mask=rmask)
 
@@ -109,23 +110,26 @@ def fd_perturb(x: torch.Tensor, seed: torch.Tensor, zeta: torch.Tensor, noise: i
     if center:
         y = x.to(acc) - x[:1].to(acc)
         ybar = y.to(torch.float64).mean(0).to(acc)
-        nrm = torch.linalg.vector_norm(y - ybar, dim=1)
+        nrm = torch.linalg.vector_norm(y - ybar, dim=1, dtype=torch.float64)
         del y
     else:
         ybar = torch.zeros(n, dtype=acc, device=x.device)
-        nrm = torch.linalg.vector_norm(x.to(acc), dim=1)
+        nrm = torch.linalg.vector_norm(x, dim=1, dtype=torch.float64)
     BLOCK_M, BLOCK_N, BLOCK_K = 32, 64, 32
     grid = (triton.cdiv(B, BLOCK_M), triton.cdiv(n, BLOCK_N))
     d = torch.empty((B, n), dtype=acc, device=x.device)
-    sq = torch.empty((grid[1], B), dtype=acc, device=x.device)
-    scale = torch.empty(B, dtype=acc, device=x.device)
+    sq = torch.empty((grid[1], B), dtype=torch.float64, device=x.device)
+    scale = torch.empty(B, dtype=torch.float64, device=x.device)
     _combine_kernel[grid](x, ybar, nrm, seed.to(torch.int64).reshape(1), d, sq, scale, B, n,
                           NOISE=int(noise), CENTER=bool(center),
                           BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
     norm = sq.sum(0).sqrt()
     tol = 8.0 * B ** 0.5 * torch.finfo(acc).eps
-    z = zeta.to(acc).reshape(-1).expand(B)
-    factor = torch.where((norm > tol * scale) & (norm > 0), z / torch.where(norm > 0, norm, 1.0), 0.0).contiguous()
+    # zero (rounding-level) or overflowed direction: factor 0, the sample is left unperturbed
+    keep = (norm > tol * scale) & (norm > 0) & torch.isfinite(norm)
+    z = zeta.to(torch.float64).reshape(-1).expand(B)
+    factor = torch.where(keep, z / torch.where(keep, norm, 1.0), 0.0).to(acc).contiguous()
+    d = torch.where(keep[:, None], d, 0.0)  # no 0 * inf
     BLOCK = 1024
     _finish_kernel[(B, triton.cdiv(n, BLOCK))](x, d, factor, out, n, BLOCK=BLOCK)
     return out

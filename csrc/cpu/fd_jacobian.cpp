@@ -49,47 +49,75 @@ inline void store_n(const Vectorized<T>& v, T* p, int64_t count) {
   if (count >= Vectorized<T>::size()) v.store(p); else v.store(p, count);
 }
 
+// ||p[0:len)|| without overflow or underflow: the values are scaled by a power of two near 1/max|p|.
+template <typename T>
+inline double scaled_norm(const T* p, int64_t len) {
+  using Vec = Vectorized<T>;
+  const int V = Vec::size();
+  Vec vmax(T(0));
+  for (int64_t k = 0; k < len; k += V) vmax = at::vec::maximum(vmax, load_n(p + k, std::min<int64_t>(V, len - k)).abs());
+  const T mx = at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, vmax);
+  if (!(mx > T(0)) || !std::isfinite(mx)) return double(mx);  // 0, inf or NaN
+  int e;
+  std::frexp(mx, &e);
+  const Vec f(std::ldexp(T(1), -e));
+  Vec acc(T(0));
+  for (int64_t k = 0; k < len; k += V) {
+    const Vec v = load_n(p + k, std::min<int64_t>(V, len - k)) * f;
+    acc = at::vec::fmadd(v, v, acc);
+  }
+  return std::ldexp(std::sqrt(double(at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return a + b; }, acc))), e);
+}
+
 // Column statistics: ybar = mean_j (x_j - x_0) when centering (else 0), and ||Xc_j|| per row.
 template <typename T>
 struct Centre {
   std::vector<T> ybar;    // [n]
-  std::vector<T> rownrm;  // [B]
+  std::vector<double> rownrm;  // [B]
 };
 
 template <typename T>
 Centre<T> centre_stats(const T* x, int64_t B, int64_t n, bool center) {
   Centre<T> st;
   st.ybar.assign(n, T(0));
-  st.rownrm.assign(B, T(0));
+  st.rownrm.assign(B, 0.0);
   if (center) {
+    // ybar = mean_j (x_j - x_0): 16 rows summed in T vectors, those partial sums added in double.
+    using Vec = Vectorized<T>;
+    const int V = Vec::size();
     constexpr int64_t CB = 256;
     at::parallel_for(0, (n + CB - 1) / CB, 1, [&](int64_t b0, int64_t b1) {
       std::vector<double> acc(CB);
+      T part[CB];
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t k0 = blk * CB, kn = std::min(CB, n - k0);
         std::fill(acc.begin(), acc.end(), 0.0);
-        for (int64_t j = 1; j < B; ++j) {
-          const T* xj = x + j * n + k0;
-          const T* x0 = x + k0;
-          for (int64_t k = 0; k < kn; ++k) acc[k] += double(xj[k] - x0[k]);
+        for (int64_t j0 = 1; j0 < B; j0 += 16) {
+          for (int64_t k = 0; k < kn; k += V) {
+            const int64_t c = std::min<int64_t>(V, kn - k);
+            const Vec x0 = load_n(x + k0 + k, c);
+            Vec sum(T(0));
+            for (int64_t j = j0; j < std::min<int64_t>(B, j0 + 16); ++j) sum = sum + (load_n(x + j * n + k0 + k, c) - x0);
+            sum.store(part + k);
+          }
+          for (int64_t k = 0; k < kn; ++k) acc[k] += double(part[k]);
         }
         for (int64_t k = 0; k < kn; ++k) st.ybar[k0 + k] = T(acc[k] / double(B));
       }
     });
   }
-  const T* x0 = x;
   at::parallel_for(0, B, 8, [&](int64_t j0, int64_t j1) {
     using Vec = Vectorized<T>;
     const int V = Vec::size();
+    std::vector<T> row(n);
     for (int64_t j = j0; j < j1; ++j) {
-      Vec acc(T(0));
       for (int64_t k = 0; k < n; k += V) {
         const int64_t c = std::min<int64_t>(V, n - k);
         Vec v = load_n(x + j * n + k, c);
-        if (center) v = v - load_n(x0 + k, c) - load_n(st.ybar.data() + k, c);
-        acc = at::vec::fmadd(v, v, acc);  // lanes past the tail load as 0
+        if (center) v = v - load_n(x + k, c) - load_n(st.ybar.data() + k, c);
+        store_n(v, row.data() + k, c);
       }
-      st.rownrm[j] = std::sqrt(at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return a + b; }, acc));
+      st.rownrm[j] = scaled_norm(row.data(), n);
     }
   });
   return st;
@@ -113,80 +141,83 @@ inline void centred_segment(const T* x, const Centre<T>& st, bool center, int64_
 }
 
 // D = B_bits @ Xc for the Bernoulli stream, written into out (B x n). Also sum_j b_ij ||Xc_j|| per row.
+// One parallel region over super-blocks of columns sized so that D's B x SB slice stays in L2; each
+// thread regenerates a chunk's 128 random bits per row for each of its super-blocks (cheap: one
+// Philox call per row), so the coefficients never exist beyond one B x 128 bit panel per thread.
 template <typename T>
 void subset_sums(const T* x, const Centre<T>& st, bool center, uint64_t seed, int64_t B, int64_t n, T* out,
-                 std::vector<T>& scale) {
+                 std::vector<double>& scale) {
   using Vec = Vectorized<T>;
   const int V = Vec::size();
   const int64_t KB = kVecs * V;
-  const int64_t nblocks = (n + KB - 1) / KB;
   const int64_t nchunks = fdj::words_per_row(B);
-  std::vector<uint32_t> bits(B * 4);  // this chunk's 128 random bits of every row
-  for (int64_t c = 0; c < nchunks; ++c) {
-    const int64_t j_begin = c * kChunk, j_count = std::min(kChunk, B - j_begin);
-    at::parallel_for(0, B, 64, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const fdj::Words4 r = fdj::philox4x32(seed, uint64_t(i * nchunks + c));
-        T s = 0;
-        for (int w = 0; w < 4; ++w) {
-          bits[i * 4 + w] = r.w[w];
-          for (int t = 0; t < 32; ++t) {
-            const int64_t jj = w * 32 + t;
-            if (jj < j_count && ((r.w[w] >> t) & 1u)) s += st.rownrm[j_begin + jj];
-          }
-        }
-        scale[i] += s;
-      }
-    });
-    const int ngroups = int((j_count + kGroup - 1) / kGroup);
-    at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
-      // tables[g][p][0..KB): the subset sum of group g's rows selected by the bits of p
-      std::vector<T> tables(size_t(kGroups) * 256 * KB);
-      for (int64_t blk = b0; blk < b1; ++blk) {
-        const int64_t k0 = blk * KB, kc = std::min(KB, n - k0);
-        for (int g = 0; g < ngroups; ++g) {
-          T* tab = tables.data() + size_t(g) * 256 * KB;
-          std::fill(tab, tab + KB, T(0));
-          for (int t = 0; t < kGroup; ++t) {
-            const int64_t j = j_begin + g * kGroup + t;
-            T* dst = tab + (size_t(1) << t) * KB;
-            if (j < B) centred_segment(x, st, center, j, n, k0, kc, dst); else std::fill(dst, dst + KB, T(0));
-          }
-          for (int p = 3; p < 256; ++p) {
-            if ((p & (p - 1)) == 0) continue;  // single rows are loaded above
-            const T* a = tab + size_t(p & (p - 1)) * KB;
-            const T* b = tab + size_t(p & -p) * KB;
-            T* d = tab + size_t(p) * KB;
-            for (int q = 0; q < kVecs; ++q) (Vec::loadu(a + q * V) + Vec::loadu(b + q * V)).store(d + q * V);
-          }
-        }
+  const int64_t per_sb = std::max<int64_t>(1, (int64_t(512) << 10) / (B * int64_t(sizeof(T)) * KB));
+  const int64_t SB = per_sb * KB;
+  const int64_t nsuper = (n + SB - 1) / SB;
+  at::parallel_for(0, nsuper, 1, [&](int64_t s0, int64_t s1) {
+    std::vector<uint32_t> bits(B * 4);
+    // tables[g][p][0..KB): the subset sum of group g's rows selected by the bits of p
+    std::vector<T> tables(size_t(kGroups) * 256 * KB);
+    for (int64_t sb = s0; sb < s1; ++sb) {
+      for (int64_t c = 0; c < nchunks; ++c) {
+        const int64_t j_begin = c * kChunk, j_count = std::min(kChunk, B - j_begin);
         for (int64_t i = 0; i < B; ++i) {
-          T* row = out + i * n + k0;
-          Vec acc[kVecs];
-          for (int q = 0; q < kVecs; ++q) {
-            const int64_t cnt = std::max<int64_t>(0, std::min<int64_t>(V, kc - q * V));
-            acc[q] = (c == 0 || cnt == 0) ? Vec(T(0)) : load_n(row + q * V, cnt);
+          const fdj::Words4 r = fdj::philox4x32(seed, uint64_t(i * nchunks + c));
+          for (int w = 0; w < 4; ++w) bits[i * 4 + w] = r.w[w];
+          if (sb == 0) {
+            double acc = 0;
+            for (int64_t jj = 0; jj < j_count; ++jj)
+              if ((r.w[jj >> 5] >> (jj & 31)) & 1u) acc += st.rownrm[j_begin + jj];
+            scale[i] += acc;
           }
-          const uint32_t* w = bits.data() + i * 4;
+        }
+        const int ngroups = int((j_count + kGroup - 1) / kGroup);
+        for (int64_t k0 = sb * SB; k0 < std::min(n, (sb + 1) * SB); k0 += KB) {
+          const int64_t kc = std::min(KB, n - k0);
           for (int g = 0; g < ngroups; ++g) {
-            const uint32_t p = (w[g >> 2] >> (8 * (g & 3))) & 0xFFu;
-            const T* e = tables.data() + (size_t(g) * 256 + p) * KB;
-            for (int q = 0; q < kVecs; ++q) acc[q] = acc[q] + Vec::loadu(e + q * V);
+            T* tab = tables.data() + size_t(g) * 256 * KB;
+            std::fill(tab, tab + KB, T(0));
+            for (int t = 0; t < kGroup; ++t) {
+              const int64_t j = j_begin + g * kGroup + t;
+              T* dst = tab + (size_t(1) << t) * KB;
+              if (j < B) centred_segment(x, st, center, j, n, k0, kc, dst); else std::fill(dst, dst + KB, T(0));
+            }
+            for (int p = 3; p < 256; ++p) {
+              if ((p & (p - 1)) == 0) continue;  // single rows are loaded above
+              const T* a = tab + size_t(p & (p - 1)) * KB;
+              const T* b = tab + size_t(p & -p) * KB;
+              T* d = tab + size_t(p) * KB;
+              for (int q = 0; q < kVecs; ++q) (Vec::loadu(a + q * V) + Vec::loadu(b + q * V)).store(d + q * V);
+            }
           }
-          for (int q = 0; q < kVecs; ++q) {
-            const int64_t cnt = std::min<int64_t>(V, kc - q * V);
-            if (cnt > 0) store_n(acc[q], row + q * V, cnt);
+          for (int64_t i = 0; i < B; ++i) {
+            T* row = out + i * n + k0;
+            Vec acc[kVecs];
+            for (int q = 0; q < kVecs; ++q) {
+              const int64_t cnt = std::max<int64_t>(0, std::min<int64_t>(V, kc - q * V));
+              acc[q] = (c == 0 || cnt == 0) ? Vec(T(0)) : load_n(row + q * V, cnt);
+            }
+            const uint32_t* w = bits.data() + i * 4;
+            for (int g = 0; g < ngroups; ++g) {
+              const uint32_t p = (w[g >> 2] >> (8 * (g & 3))) & 0xFFu;
+              const T* e = tables.data() + (size_t(g) * 256 + p) * KB;
+              for (int q = 0; q < kVecs; ++q) acc[q] = acc[q] + Vec::loadu(e + q * V);
+            }
+            for (int q = 0; q < kVecs; ++q) {
+              const int64_t cnt = std::min<int64_t>(V, kc - q * V);
+              if (cnt > 0) store_n(acc[q], row + q * V, cnt);
+            }
           }
         }
       }
-    });
-  }
+    }
+  });
 }
 
 // D = C @ Xc for the Gaussian stream, panel by panel: B x 128 coefficients, 128 x n centred rows.
 template <typename T>
 void gaussian_combination(const at::Tensor& x, const Centre<T>& st, bool center, uint64_t seed, at::Tensor& out,
-                          std::vector<T>& scale) {
+                          std::vector<double>& scale) {
   const int64_t B = x.size(0), n = x.size(1);
   const T* xp = x.data_ptr<T>();
   const int64_t quads = fdj::quads_per_row(B);
@@ -199,13 +230,13 @@ void gaussian_combination(const at::Tensor& x, const Centre<T>& st, bool center,
     at::parallel_for(0, B, 16, [&](int64_t i0, int64_t i1) {
       float g[4];
       for (int64_t i = i0; i < i1; ++i) {
-        T s = 0;
+        double s = 0;
         for (int64_t jj = 0; jj < jc; ++jj) {
           const int64_t j = j_begin + jj;
           if (jj == 0 || j % 4 == 0) fdj::randn4(seed, uint64_t(i * quads + j / 4), g);
           const T v = T(g[j % 4]);
           P[i * jc + jj] = v;
-          s += std::abs(v) * st.rownrm[j];
+          s += std::abs(double(v)) * st.rownrm[j];
         }
         scale[i] += s;
       }
@@ -229,23 +260,23 @@ void gaussian_combination(const at::Tensor& x, const Centre<T>& st, bool center,
 
 // x_tilde_i = x_i + zeta_i D_i / ||D_i|| in place over D (out), zero directions left out.
 template <typename T>
-void finish_rows(const T* x, const T* zeta, bool per_sample, const std::vector<T>& scale, int64_t B, int64_t n,
+void finish_rows(const T* x, const T* zeta, bool per_sample, const std::vector<double>& scale, int64_t B, int64_t n,
                  T* out) {
   using Vec = Vectorized<T>;
   const int V = Vec::size();
-  const T tol = T(8) * std::sqrt(T(B)) * std::numeric_limits<T>::epsilon();
+  const double tol = 8.0 * std::sqrt(double(B)) * double(std::numeric_limits<T>::epsilon());
   at::parallel_for(0, B, 8, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       T* d = out + i * n;
       const T* xi = x + i * n;
-      Vec acc(T(0));
-      for (int64_t k = 0; k < n; k += V) {
-        const Vec v = load_n(d + k, std::min<int64_t>(V, n - k));
-        acc = at::vec::fmadd(v, v, acc);
+      const double nrm = scaled_norm(d, n);
+      // zero (rounding-level) or non-finite (overflowed) direction: the sample is left unperturbed
+      const bool keep = nrm > tol * scale[i] && nrm > 0.0 && std::isfinite(nrm);
+      if (!keep) {
+        std::copy(xi, xi + n, d);
+        continue;
       }
-      const T nrm = std::sqrt(at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return a + b; }, acc));
-      const T z = zeta[per_sample ? i : 0];
-      const Vec f((nrm > tol * scale[i] && nrm > T(0)) ? z / nrm : T(0));
+      const Vec f(T(double(zeta[per_sample ? i : 0]) / nrm));
       for (int64_t k = 0; k < n; k += V) {
         const int64_t c = std::min<int64_t>(V, n - k);
         store_n(at::vec::fmadd(f, load_n(d + k, c), load_n(xi + k, c)), d + k, c);
@@ -272,7 +303,7 @@ at::Tensor fd_perturb_cpu(const at::Tensor& x_in, const at::Tensor& seed, const 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fd_perturb_cpu", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     Centre<scalar_t> st = centre_stats(xp, B, n, center);
-    std::vector<scalar_t> scale(B, scalar_t(0));
+    std::vector<double> scale(B, 0.0);
     if (noise == NOISE_BERNOULLI) {
       subset_sums(xp, st, center, s, B, n, out.data_ptr<scalar_t>(), scale);
     } else {
