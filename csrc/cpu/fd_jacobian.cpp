@@ -320,6 +320,11 @@ template <typename T>
 inline T diff_sum(const T* a, const T* b, int64_t len) {
   using Vec = Vectorized<T>;
   const int V = Vec::size();
+  if (len < 2 * V) {  // short pooling windows (3x3 states): a plain loop beats partial vector loads
+    T acc = 0;
+    for (int64_t k = 0; k < len; ++k) acc += a[k] - b[k];
+    return acc;
+  }
   Vec acc(T(0));
   for (int64_t k = 0; k < len; k += V) {
     const int64_t c = std::min<int64_t>(V, len - k);
