@@ -227,30 +227,31 @@ void gaussian_combination(const at::Tensor& x, const Centre<T>& st, bool center,
     at::Tensor rows = at::empty({jc, n}, x.options());
     T* P = panel.data_ptr<T>();
     T* R = rows.data_ptr<T>();
-    at::parallel_for(0, B, 16, [&](int64_t i0, int64_t i1) {
-      float g[4];
-      for (int64_t i = i0; i < i1; ++i) {
-        double s = 0;
-        for (int64_t jj = 0; jj < jc; ++jj) {
-          const int64_t j = j_begin + jj;
-          if (jj == 0 || j % 4 == 0) fdj::randn4(seed, uint64_t(i * quads + j / 4), g);
-          const T v = T(g[j % 4]);
-          P[i * jc + jj] = v;
-          s += std::abs(double(v)) * st.rownrm[j];
-        }
-        scale[i] += s;
-      }
-    });
-    at::parallel_for(0, jc, 4, [&](int64_t r0, int64_t r1) {
+    // One parallel region per panel: items [0, B) make coefficient rows, [B, B + jc) centred rows.
+    at::parallel_for(0, B + jc, 16, [&](int64_t i0, int64_t i1) {
       using Vec = Vectorized<T>;
       const int V = Vec::size();
-      for (int64_t r = r0; r < r1; ++r) {
-        const T* xj = xp + (j_begin + r) * n;
-        for (int64_t k = 0; k < n; k += V) {
-          const int64_t c = std::min<int64_t>(V, n - k);
-          Vec v = load_n(xj + k, c);
-          if (center) v = v - load_n(xp + k, c) - load_n(st.ybar.data() + k, c);
-          store_n(v, R + r * n + k, c);
+      float g[4];
+      for (int64_t i = i0; i < i1; ++i) {
+        if (i < B) {
+          double s = 0;
+          for (int64_t jj = 0; jj < jc; ++jj) {
+            const int64_t j = j_begin + jj;
+            if (jj == 0 || j % 4 == 0) fdj::randn4(seed, uint64_t(i * quads + j / 4), g);
+            const T v = T(g[j % 4]);
+            P[i * jc + jj] = v;
+            s += std::abs(double(v)) * st.rownrm[j];
+          }
+          scale[i] += s;
+        } else {
+          const int64_t r = i - B;
+          const T* xj = xp + (j_begin + r) * n;
+          for (int64_t k = 0; k < n; k += V) {
+            const int64_t c = std::min<int64_t>(V, n - k);
+            Vec v = load_n(xj + k, c);
+            if (center) v = v - load_n(xp + k, c) - load_n(st.ybar.data() + k, c);
+            store_n(v, R + r * n + k, c);
+          }
         }
       }
     });
