@@ -25,4 +25,9 @@ TORCH_LIBRARY(fastmi, m) {
       "Tensor x_scale, "
       "Tensor y_scale, Tensor? pos_index, int exclude, bool cols, Tensor row_lse, Tensor col_lse) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+  // fd_jacobian (csrc/cpu/fd_jacobian.cpp): perturbation in the span of the batch, and the
+  // per-sample squared difference of the smoothness penalty.
+  m.def("fd_perturb(Tensor x, Tensor seed, Tensor zeta, int noise, bool center) -> Tensor");
+  m.def("fd_sqdiff(Tensor f_clean, Tensor f_perturbed, int hw) -> Tensor");
+  m.def("fd_sqdiff_backward(Tensor grad, Tensor f_clean, Tensor f_perturbed, int hw) -> (Tensor, Tensor)");
 }

@@ -7,6 +7,7 @@ from . import _backend  # noqa: F401  (loads the extension and probes the backen
 from . import ops  # noqa: F401
 from .ops import critic_lse as _critic_lse_ops  # noqa: F401  (registers the custom ops)
 from .ops import separable as _separable_ops  # noqa: F401
+from .ops import fd_jacobian as _fd_jacobian_ops  # noqa: F401
 from ._result import MIResult
 from . import functional, nn, reference  # noqa: E402
 

@@ -154,3 +154,24 @@ class NWJSeparable(_SeparableLoss):
     """``F.nwj_separable`` as a module."""
 
     _fn = staticmethod(F.nwj_separable)
+class JacobianSmoothness(nn.Module):
+    """Neural Bayes' smoothness regularizer R_c as a module: ``F.jacobian_smoothness`` with fixed options.
+
+        penalty = JacobianSmoothness(pool="global")(model, x)     # add beta * penalty to the loss
+
+    forward(fn, x, generator=None): perturbs x in the span of the batch (``F.perturb_in_span`` with
+    this module's zeta_std / noise / center / per_sample_zeta) and returns
+    mean_b ||fn(x)_b - fn(x_tilde)_b||^2 / zeta_b^2. Stateless: no parameters or buffers.
+    """
+
+    def __init__(self, *, zeta_std=0.1, noise="bernoulli", center=True, per_sample_zeta=False, pool=None,
+                 backend="auto"):
+        super().__init__()
+        self.options = dict(zeta_std=zeta_std, noise=noise, center=center, per_sample_zeta=per_sample_zeta,
+                            pool=pool, backend=backend)
+
+    def forward(self, fn, x, generator=None):
+        return F.jacobian_smoothness(fn, x, generator=generator, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())

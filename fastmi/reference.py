@@ -220,3 +220,126 @@ def nwj_separable(x, y, *, temperature=1.0, normalize=False, positives=None, neg
     S = separable_scores(x, y, temperature=temperature, normalize=normalize)
     return nwj(S, positives=positives, negatives=negatives, reg_weight=reg_weight, reg_target=reg_target,
                reg_norm=reg_norm)
+# ---------------------------------------------------------------------------------------------
+# fd_jacobian: Neural Bayes' finite-difference Jacobian smoothness regularizer R_c (SPEC 1.2)
+NOISES = {"bernoulli": 0, "gaussian": 1}
+
+
+def draw_zeta(zeta_std: float, count: int, generator: Optional[torch.Generator], device) -> torch.Tensor:
+    """zeta = zeta_std * N(0, 1): ``count`` values (1 = one per batch, as the authors' code; B = per sample).
+    Drawn on the generator's device (x's device without a generator); float32."""
+    dev = generator.device if generator is not None else device
+    return zeta_std * torch.randn(count, generator=generator, device=dev, dtype=torch.float32)
+
+
+def span_coefficients(seed: int, B: int, noise: str) -> torch.Tensor:
+    """The B x B coefficients c_ij that the fused kernels generate from ``seed`` (csrc/fd_jacobian.h),
+    as a dense float64 matrix: an independent (numpy) implementation of the stream, for tests.
+
+    Philox4x32-10 (Triton's tl.randint4x): counter (lo32(offset), hi32(offset), 0, 0), key (lo32(seed),
+    hi32(seed)). Bernoulli: bit j%32 of word (j%128)//32 at offset i*ceil(B/128) + j//128. Gaussian:
+    output j%4 of Box-Muller (float32) at offset i*ceil(B/4) + j//4, as tl.randn4x.
+    """
+    import numpy as np
+
+    M32 = np.uint64(0xFFFFFFFF)
+    s = int(seed) & 0xFFFFFFFFFFFFFFFF
+    i = np.arange(B, dtype=np.uint64)[:, None]
+    j = np.arange(B, dtype=np.uint64)[None, :]
+    per = (B + 127) // 128 if noise == "bernoulli" else (B + 3) // 4
+    offset = i * np.uint64(per) + (j // np.uint64(128 if noise == "bernoulli" else 4))
+    c0, c1 = offset & M32, offset >> np.uint64(32)
+    c2 = np.zeros_like(c0)
+    c3 = np.zeros_like(c0)
+    k0, k1 = np.uint64(s & 0xFFFFFFFF), np.uint64(s >> 32)
+    with np.errstate(over="ignore"):
+        for _ in range(10):
+            p0 = np.uint64(0xD2511F53) * c0
+            p2 = np.uint64(0xCD9E8D57) * c2
+            c0, c1, c2, c3 = ((p2 >> np.uint64(32)) ^ c1 ^ k0, p2 & M32, (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & M32)
+            k0 = (k0 + np.uint64(0x9E3779B9)) & M32
+            k1 = (k1 + np.uint64(0xBB67AE85)) & M32
+    words = [c0, c1, c2, c3]
+    if noise == "bernoulli":
+        sel = (j % np.uint64(128)) // np.uint64(32)
+        word = np.choose(sel.astype(np.int64) + np.zeros((B, 1), dtype=np.int64), words)
+        out = (word >> (j % np.uint64(32))) & np.uint64(1)
+        return torch.from_numpy(out.astype(np.float64))
+
+    def uniform(w):
+        v = w.astype(np.uint32).view(np.int32)
+        v = np.where(v < 0, ~v, v)
+        return v.astype(np.float32) * np.float32(4.6566127342e-10)
+
+    u = [uniform(w) for w in words]
+    normals = []
+    for a, b in ((u[0], u[1]), (u[2], u[3])):
+        a = np.maximum(np.float32(1e-7), a)
+        th = np.float32(6.283185307179586) * b
+        r = np.sqrt(np.float32(-2.0) * np.log(a))
+        normals += [r * np.cos(th), r * np.sin(th)]
+    sel = (j % np.uint64(4)).astype(np.int64) + np.zeros((B, 1), dtype=np.int64)
+    return torch.from_numpy(np.choose(sel, normals).astype(np.float64))
+
+
+def span_directions(x: torch.Tensor, coefficients: torch.Tensor, center: bool = True) -> torch.Tensor:
+    """delta_i = D_i / ||D_i|| with D = C @ Xc, Xc_j = x_j - mean_k x_k (x_j when not centring), x [B, n].
+
+    The mean is taken as x_0 + mean_j (x_j - x_0) (identical samples centre to exact zeros). A
+    direction at rounding level, ||D_i|| <= 8 sqrt(B) eps sum_j |c_ij| ||Xc_j||, is zero (sample i is
+    left unperturbed). Computed in fp32 (fp64 for float64 x)."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xf = x.to(acc)
+    if center:
+        y = xf - xf[:1]
+        xc = y - y.to(torch.float64).mean(0).to(acc)
+    else:
+        xc = xf
+    c = coefficients.to(device=x.device, dtype=acc)
+    d = c @ xc
+    norm = torch.linalg.vector_norm(d, dim=1, dtype=torch.float64)
+    rownorm = torch.linalg.vector_norm(xc, dim=1, dtype=torch.float64)
+    tol = 8.0 * math.sqrt(x.shape[0]) * torch.finfo(acc).eps * (c.abs().double() @ rownorm)
+    keep = (norm > tol) & (norm > 0) & torch.isfinite(norm)  # overflowed directions: unperturbed too
+    scale = torch.where(keep, 1.0 / torch.where(keep, norm, 1.0), 0.0).to(acc)
+    return torch.where(keep[:, None], d * scale[:, None], 0.0)
+
+
+def perturb_in_span(x: torch.Tensor, *, zeta=None, zeta_std: float = 0.1, noise: str = "bernoulli",
+                    center: bool = True, per_sample_zeta: bool = False, generator: Optional[torch.Generator] = None,
+                    coefficients: Optional[torch.Tensor] = None):
+    """x_tilde = x + zeta * delta, delta_i = D_i/||D_i||, D = C @ Xc (see span_directions); no gradient.
+
+    C ~ Bernoulli(1/2) in {0,1} (the authors' code) or N(0, 1) (the paper), drawn with torch's
+    generator after zeta (``coefficients`` replaces the draw: tests feed the fused stream's matrix).
+    zeta = zeta_std * N(0,1), one per batch (per sample with per_sample_zeta) unless given.
+    Returns (x_tilde, zeta) with zeta of shape [] or [B] (float32)."""
+    B = x.shape[0]
+    with torch.no_grad():
+        if zeta is None:
+            acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+            zeta = draw_zeta(zeta_std, B if per_sample_zeta else 1, generator, x.device).to(x.device, acc)
+            zeta = zeta if per_sample_zeta else zeta.reshape(())
+        if coefficients is None:
+            dev = generator.device if generator is not None else x.device
+            if noise == "bernoulli":
+                coefficients = torch.randint(0, 2, (B, B), generator=generator, device=dev).float()
+            else:
+                coefficients = torch.randn(B, B, generator=generator, device=dev)
+        x2 = x.reshape(B, -1)
+        delta = span_directions(x2, coefficients, center)
+        z = torch.as_tensor(zeta, device=x.device).to(delta.dtype).reshape(-1, 1)
+        x_tilde = (x2.to(delta.dtype) + z * delta).to(x.dtype).reshape(x.shape)
+    return x_tilde, zeta
+
+
+def fd_smoothness(f_clean: torch.Tensor, f_perturbed: torch.Tensor, zeta, *, pool: Optional[str] = None) -> torch.Tensor:
+    """R_c = (1/B) sum_b ||f_clean_b - f_perturbed_b||^2 / zeta_b^2 (zeta a scalar or one per sample);
+    pool="global" first averages a [B, C, ...] state over its positions (dims >= 2)."""
+    a, b = _upcast(f_clean), _upcast(f_perturbed)
+    if pool == "global":
+        a, b = a.flatten(2).mean(2), b.flatten(2).mean(2)
+    d = (a - b).reshape(a.shape[0], -1)
+    s = (d * d).sum(1)
+    z = torch.as_tensor(zeta, device=s.device).to(s.dtype)
+    return (s / (z * z)).mean()
