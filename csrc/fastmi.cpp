@@ -17,4 +17,7 @@ TORCH_LIBRARY(fastmi, m) {
   m.def(
       "critic_lse_backward(Tensor grad_stats, Tensor scores, Tensor? pos_index, "
       "Tensor? pos_mask, int neg_mode, float clip, int need, Tensor stats) -> Tensor");
+  // MMD^2 with the inverse-multiquadric kernel; returns (value, dvalue/dx, dvalue/dy), the gradients
+  // computed in the same pass when want_grad (else 0 x K).
+  m.def("mmd_imq(Tensor x, Tensor y, float[] scales, bool unbiased, bool want_grad) -> (Tensor, Tensor, Tensor)");
 }
