@@ -6,6 +6,7 @@
 from . import _backend  # noqa: F401  (loads the extension and probes the backends once)
 from . import ops  # noqa: F401
 from .ops import critic_lse as _critic_lse_ops  # noqa: F401  (registers the custom ops)
+from .ops import mmd_imq as _mmd_imq_ops  # noqa: F401
 from ._result import MIResult
 from . import functional, nn, reference  # noqa: E402
 
