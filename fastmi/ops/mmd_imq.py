@@ -6,8 +6,9 @@
 
 The value is a scalar, so the fused kernels produce dvalue/dx and dvalue/dy in the same pass as the
 value (one sweep over the tiles instead of a forward and a recomputing backward sweep) when a
-gradient will be needed; autograd's backward is then grad_output * (dx, dy). Saved between forward
-and backward: two n x K / m x K tensors, nothing pairwise.
+gradient will be needed (want_grad); autograd's backward is then grad_output * (dx, dy). When the
+forward ran without want_grad, backward recomputes the tiles (one more sweep). Saved between
+forward and backward: two n x K / m x K tensors, nothing pairwise.
 
 Ops: ``fastmi::mmd_imq`` (C++ schema in csrc/fastmi.cpp; CPU and CUDA kernels) and
 ``fastmi::mmd_imq_triton`` (defined here). Both return (value, dx, dy), dx and dy 0 x K when
@@ -29,27 +30,38 @@ def _fake(x, y, scales, unbiased, want_grad):
             y.new_empty((y.shape[0], K) if want_grad else (0, K)))
 
 
-def _setup_context(ctx, inputs, output):
-    _, gx, gy = output
-    ctx.save_for_backward(gx, gy)
+def _make_autograd(op):
+    def setup_context(ctx, inputs, output):
+        x, y, scales, unbiased, want_grad = inputs
+        _, gx, gy = output
+        if want_grad:
+            ctx.save_for_backward(gx, gy)
+        else:  # no gradient from the forward pass: backward recomputes it from x and y
+            ctx.save_for_backward(x, y)
+        ctx.args = (scales, unbiased, want_grad)
 
+    def backward(ctx, grad_value, _gdx, _gdy):
+        if torch.is_grad_enabled():  # create_graph=True: the fused gradient has no derivative of its own
+            raise RuntimeError("fastmi: second-order gradients through the fused mmd_imq kernels are not supported; "
+                               "use backend='reference' for double backward")
+        scales, unbiased, want_grad = ctx.args
+        if want_grad:
+            gx, gy = ctx.saved_tensors
+        else:
+            x, y = ctx.saved_tensors
+            _, gx, gy = op(x, y, scales, unbiased, True)
+        dx = grad_value * gx if ctx.needs_input_grad[0] else None
+        dy = grad_value * gy if ctx.needs_input_grad[1] else None
+        return dx, dy, None, None, None
 
-def _backward(ctx, grad_value, _gdx, _gdy):
-    if torch.is_grad_enabled():  # create_graph=True: the fused gradient has no derivative of its own
-        raise RuntimeError("fastmi: second-order gradients through the fused mmd_imq kernels are not supported; "
-                           "use backend='reference' for double backward")
-    gx, gy = ctx.saved_tensors
-    if (ctx.needs_input_grad[0] and gx.shape[0] == 0) or (ctx.needs_input_grad[1] and gy.shape[0] == 0):
-        raise RuntimeError("fastmi.mmd_imq: the forward ran with want_grad=False; call it with gradients enabled")
-    dx = grad_value * gx if ctx.needs_input_grad[0] else None
-    dy = grad_value * gy if ctx.needs_input_grad[1] else None
-    return dx, dy, None, None, None
+    return setup_context, backward
 
 
 # --- C++ / CUDA extension op ------------------------------------------------------------------
 if _backend.availability()["cpu"][0]:
     torch.library.register_fake("fastmi::mmd_imq")(_fake)
-    torch.library.register_autograd("fastmi::mmd_imq", _backward, setup_context=_setup_context)
+    _ctx, _bwd = _make_autograd(lambda *a: torch.ops.fastmi.mmd_imq(*a))
+    torch.library.register_autograd("fastmi::mmd_imq", _bwd, setup_context=_ctx)
 
 
 # --- Triton op ----------------------------------------------------------------------------------
@@ -91,7 +103,8 @@ def mmd_imq_triton(x: Tensor, y: Tensor, scales: List[float], unbiased: bool,
 
 
 mmd_imq_triton.register_fake(_fake)
-mmd_imq_triton.register_autograd(_backward, setup_context=_setup_context)
+_ctx, _bwd = _make_autograd(lambda *a: mmd_imq_triton(*a))
+mmd_imq_triton.register_autograd(_bwd, setup_context=_ctx)
 
 
 def mmd_sq(x: Tensor, y: Tensor, scales: List[float], unbiased: bool, backend: str) -> Tensor:
