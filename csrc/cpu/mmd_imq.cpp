@@ -8,7 +8,9 @@
 // d2 = |z_i|^2 + |z_j|^2 - 2 D (clamped at 0; pairs that lose too many digits to cancellation are
 // recomputed from exact differences), kernel values summed and W written in place of D, then two
 // GEMMs (W Z_J and W^T Z_I) update the gradient. x-x and y-y use only the upper triangle of tiles;
-// nothing n x m exists, only one B x B tile per thread and O((n + m) K) buffers.
+// nothing n x m exists, only one B x B tile per thread and O((n + m) K) buffers. Tiles are handed
+// out dynamically; the value is summed in a fixed order (deterministic), the gradient through
+// per-thread buffers (run-to-run differences at the rounding level are possible).
 //
 // Conditioning: the x-x and y-y blocks use x and y centred on their own means, the x-y block both
 // centred on the midpoint of the two means (distances are translation invariant, and so the
@@ -20,6 +22,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <tuple>
@@ -214,19 +217,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run(const at::Tensor& x_in, const
   // per-thread gradient accumulators (O((n + m) K) each; reduced at the end), values in double
   at::Tensor gx_t = want_grad ? at::zeros({nt, n, K}, opt) : at::Tensor();
   at::Tensor gy_t = want_grad ? at::zeros({nt, m, K}, opt) : at::Tensor();
-  std::vector<double> val_t(nt, 0.0);
+  std::vector<double> val_task(tasks.size(), 0.0);  // summed in task order: a deterministic value
   const int64_t ntask = static_cast<int64_t>(tasks.size());
-  at::parallel_for(0, ntask, 1, [&](int64_t begin, int64_t end) {
+  // Dynamic scheduling: each worker pulls the next tile from a shared counter, so a worker that the
+  // OS preempts (shared machines) delays only its current tile, not a fixed half of the work.
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
     const int tid = at::get_thread_num();
     std::vector<T> D(kTile * kTile), rowsum(kTile), colsum(kTile);
     T* gx = want_grad ? gx_t.data_ptr<T>() + tid * n * K : nullptr;
     T* gy = want_grad ? gy_t.data_ptr<T>() + tid * m * K : nullptr;
-    double acc = 0.0;
-    for (int64_t t = begin; t < end; ++t) {
+    for (int64_t t = next.fetch_add(1); t < ntask; t = next.fetch_add(1)) {
       const Task& w = tasks[t];
       if (w.region == 2) {
         const int64_t ra = std::min(kTile, n - w.i0), rb = std::min(kTile, m - w.j0);
-        acc += tile<T>(P, xc.zp() + w.i0 * K, xc.qp() + w.i0, ra, yc.zp() + w.j0 * K, yc.qp() + w.j0, rb, false,
+        val_task[t] = tile<T>(P, xc.zp() + w.i0 * K, xc.qp() + w.i0, ra, yc.zp() + w.j0 * K, yc.qp() + w.j0, rb, false,
                        2 * cxy, 4 * cxy, D.data(), rowsum.data(), colsum.data(), gx ? gx + w.i0 * K : nullptr,
                        gy ? gy + w.j0 * K : nullptr);
         continue;
@@ -237,14 +242,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run(const at::Tensor& x_in, const
       T* g = w.region == 0 ? gx : gy;
       const int64_t ra = std::min(kTile, rows - w.i0), rb = std::min(kTile, rows - w.j0);
       const bool self = w.i0 == w.j0;
-      acc += tile<T>(P, p.zp() + w.i0 * K, p.qp() + w.i0, ra, p.zp() + w.j0 * K, p.qp() + w.j0, rb, self,
+      val_task[t] = tile<T>(P, p.zp() + w.i0 * K, p.qp() + w.i0, ra, p.zp() + w.j0 * K, p.qp() + w.j0, rb, self,
                      self ? c : 2 * c, 4 * c, D.data(), rowsum.data(), colsum.data(), g ? g + w.i0 * K : nullptr,
                      (g && !self) ? g + w.j0 * K : nullptr);
     }
-    val_t[tid] += acc;
   });
   double value = 0.0;
-  for (double v : val_t) value += v;
+  for (double v : val_task) value += v;
   at::Tensor val = at::scalar_tensor(value, opt);
   if (!want_grad) return {val, x.new_empty({0, K}), y.new_empty({0, K})};
   // back to the caller's units: d/dx of d2 in scaled units carries 1/s
