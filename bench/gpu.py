@@ -6,6 +6,11 @@ against the device's measured copy bandwidth (a large device-to-device clone). A
 per measurement to bench/results/gpu-<device>.jsonl.
 
     python bench/gpu.py [--sizes 4096 16384] [--dtypes float32 bfloat16] [--cases infonce dv ...]
+    python bench/gpu.py --families mmd_imq [--mmd-sizes 4096 16384]
+
+mmd_imq rows (K = 64, n = m, forward+backward) report the achieved FLOP rate of the pairwise work
+(3 x 2K FLOPs per ordered pair: distances, and the two gradient products) against the measured
+fp32 (IEEE, no TF32) matmul rate of the device.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastmi  # noqa: E402
 from bench.critic_lse_cases import CASES, loss_fn, scores, step  # noqa: E402
+from bench import mmd_imq_cases  # noqa: E402
 
 
 def copy_bandwidth(do_bench) -> float:
@@ -40,12 +46,71 @@ def peak_extra(fn, s) -> int:
     return torch.cuda.max_memory_allocated() - base - s.numel() * s.element_size()
 
 
+def fp32_matmul_rate(do_bench) -> float:
+    """FLOP/s of a large fp32 matmul without TF32: the measured peak for the mmd_imq kernels."""
+    a = torch.randn(8192, 8192, device="cuda")
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        ms = do_bench(lambda: a @ a, warmup=10, rep=50)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    return 2 * 8192**3 / (ms * 1e-3)
+
+
+def bench_mmd_imq(args, do_bench, triton_version, device, now, out) -> None:
+    """mmd_imq forward+backward on CUDA: fused (triton, cuda) vs reference vs compiled; JSON rows."""
+    peak = fp32_matmul_rate(do_bench)
+    print(f"{device}: measured fp32 (IEEE) matmul rate {peak / 1e12:.1f} TFLOP/s")
+    impls = [("fused", b) for b in ("triton", "cuda") if fastmi.info()[b][0]] + [("reference", None), ("compiled", None)]
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        for n in args.mmd_sizes:
+            xy = mmd_imq_cases.inputs(n, device="cuda", dtype=dtype)
+            for name in mmd_imq_cases.CASES:
+                times = {}
+                for impl, backend in impls:
+                    fn = mmd_imq_cases.loss_fn(name, impl, backend or "auto")
+                    try:
+                        mmd_imq_cases.step(fn, xy)
+                        ms = do_bench(lambda: mmd_imq_cases.step(fn, xy), warmup=5, rep=30)
+                        torch.cuda.synchronize()
+                        torch.cuda.reset_peak_memory_stats()
+                        base = torch.cuda.memory_allocated()
+                        mmd_imq_cases.step(fn, xy)
+                        torch.cuda.synchronize()
+                        mem = torch.cuda.max_memory_allocated() - base - 2 * mmd_imq_cases.input_bytes(xy)
+                    except torch.cuda.OutOfMemoryError:
+                        ms, mem = float("nan"), None
+                        torch.cuda.empty_cache()
+                    label = impl if backend is None else f"{impl}-{backend}"
+                    times[label] = ms
+                    K = xy[0].shape[1]
+                    flops = 3 * 2 * K * (2 * n) ** 2
+                    row = dict(family="mmd_imq", loss=name, impl=label, n=n, K=K, dtype=dtype_name, device=device,
+                               torch=torch.__version__, triton=triton_version, ms=ms, peak_extra_bytes=mem,
+                               tflops=flops / (ms * 1e-3) / 1e12, peak_tflops=peak / 1e12, date=now)
+                    out.write(json.dumps(row) + "\n")
+                    out.flush()
+                    print(f"{name:<12} {dtype_name:<9} n={n:<6} {label:<13} {ms:9.3f} ms  "
+                          f"{row['tflops']:6.2f} TFLOP/s ({row['tflops'] * 1e12 / peak:5.1%})  "
+                          f"extra {('%.1f MiB' % (mem / 2**20)) if mem is not None else 'OOM'}")
+                for label, ms in times.items():
+                    if label.startswith("fused"):
+                        print(f"    {label}: {times['reference'] / ms:.1f}x vs reference, "
+                              f"{times['compiled'] / ms:.1f}x vs compiled")
+            del xy
+            torch.cuda.empty_cache()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="*", default=[4096, 16384])
     p.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
     p.add_argument("--cases", nargs="*", default=list(CASES))
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    p.add_argument("--families", nargs="*", default=["critic_lse", "mmd_imq"])
+    p.add_argument("--mmd-sizes", type=int, nargs="*", default=[4096, 16384])
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench/gpu.py: no CUDA device", file=sys.stderr)
@@ -61,7 +126,9 @@ def main(argv=None) -> int:
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     print(f"{device}: measured copy bandwidth {peak_bw / 1e9:.0f} GB/s")
     with open(path, "a") as out:
-        for dtype_name in args.dtypes:
+        if "mmd_imq" in args.families:
+            bench_mmd_imq(args, do_bench, triton.__version__, device, now, out)
+        for dtype_name in (args.dtypes if "critic_lse" in args.families else []):
             dtype = getattr(torch, dtype_name)
             for n in args.sizes:
                 s = scores(n, device="cuda", dtype=dtype)

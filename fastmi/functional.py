@@ -277,6 +277,11 @@ def mmd_imq(x, y, *, scale=None, scales=None, estimator="unbiased", backend="aut
     _validate.finite(x, "x", name)
     _validate.finite(y, "y", name)
     b = _backend.select(backend, x, name)
+    if b in ("cpu", "cuda") and not _mmd_imq_ops.EXT_OP:
+        why = "the loaded fastmi._C has no mmd_imq kernels (rebuild: pip install --no-build-isolation -e .)"
+        if backend != "auto":
+            raise RuntimeError(f"{name}: backend={backend!r} is not available: {why}")
+        b = _backend._fallback(why)
     if b == "reference":
         return reference.mmd_imq(x, y, scales=cs, estimator=estimator)
     return _mmd_imq_ops.mmd_sq(x, y, cs, unbiased, b)

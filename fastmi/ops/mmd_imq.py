@@ -58,7 +58,19 @@ def _make_autograd(op):
 
 
 # --- C++ / CUDA extension op ------------------------------------------------------------------
-if _backend.availability()["cpu"][0]:
+def _has_ext_op() -> bool:
+    """The loaded fastmi._C registers fastmi::mmd_imq (False for an extension built before this family)."""
+    if not _backend.availability()["cpu"][0]:
+        return False
+    try:
+        torch.ops.fastmi.mmd_imq.default
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
+EXT_OP = _has_ext_op()
+if EXT_OP:
     torch.library.register_fake("fastmi::mmd_imq")(_fake)
     _ctx, _bwd = _make_autograd(lambda *a: torch.ops.fastmi.mmd_imq(*a))
     torch.library.register_autograd("fastmi::mmd_imq", _bwd, setup_context=_ctx)
