@@ -3,8 +3,9 @@ gradient in the same pass.
 
 One program owns a block of BM rows of one sample (x or y) and one chunk of BK feature columns of
 its gradient; it sweeps the column blocks of its own sample (the "self" pairs, weight c_self) and
-then of the other sample (the "cross" pairs, weight -1/(nm)). Per tile: D = A B^T (tl.dot in IEEE
-fp32: TF32 would ruin the cancellation-prone expansion), d2 = |a|^2 + |b|^2 - 2D clamped at 0,
+then of the other sample (the "cross" pairs, weight -1/(nm)). Per tile: D = A B^T (tl.dot with
+"tf32x3" on GPUs: three TF32 tensor-core products, about fp32 accuracy, where plain TF32 would ruin
+the cancellation-prone expansion; "ieee" in the interpreter), d2 = |a|^2 + |b|^2 - 2D clamped at 0,
 kernel sums into a per-row value, W = 4 c g (g = dk/dd2) and the gradient
     dA = rowsum(W) * A - W B
 accumulated in registers. Rows own their gradient, so there are no atomics and the result is
@@ -23,21 +24,21 @@ import triton.language as tl
 
 @triton.jit
 def _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK: tl.constexpr, BM: tl.constexpr,
-                  BN: tl.constexpr):
+                  BN: tl.constexpr, PREC: tl.constexpr):
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for k0 in range(0, K, BK):
         ks = k0 + tl.arange(0, BK)
         km = ks < K
         a = tl.load(a_ptr + rows[:, None] * K + ks[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
         b = tl.load(b_ptr + cols[:, None] * K + ks[None, :], mask=cmask[:, None] & km[None, :], other=0.0)
-        acc += tl.dot(a, tl.trans(b), input_precision="ieee")
+        acc += tl.dot(a, tl.trans(b), input_precision=PREC)
     return tl.maximum(qa[:, None] + qb[None, :] - 2.0 * acc, 0.0)
 
 
 @triton.jit
 def _sweep(a_ptr, qa_ptr, b_ptr, qb_ptr, c_ptr, ns, n_a, n_b, K, coef, rows, rmask, kout, kmask, val,
            SELF: tl.constexpr, UNBIASED: tl.constexpr, WANT_GRAD: tl.constexpr, BM: tl.constexpr,
-           BN: tl.constexpr, BK: tl.constexpr):
+           BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
     """Sweep all column blocks of b for the rows of a: returns (row values, row gradient chunk)."""
     qa = tl.load(qa_ptr + rows, mask=rmask, other=0.0)
     acc = tl.zeros((BM, BK), dtype=tl.float32)
@@ -46,7 +47,7 @@ def _sweep(a_ptr, qa_ptr, b_ptr, qb_ptr, c_ptr, ns, n_a, n_b, K, coef, rows, rma
         cols = j0 + tl.arange(0, BN)
         cmask = cols < n_b
         qb = tl.load(qb_ptr + cols, mask=cmask, other=0.0)
-        d2 = _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK, BM, BN)
+        d2 = _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK, BM, BN, PREC)
         valid = rmask[:, None] & cmask[None, :]
         if SELF:
             diag = rows[:, None] == cols[None, :]
@@ -69,7 +70,7 @@ def _sweep(a_ptr, qa_ptr, b_ptr, qb_ptr, c_ptr, ns, n_a, n_b, K, coef, rows, rma
             w = tl.where(gmask, -4.0 * coef * gsum, 0.0)
             rowsum += tl.sum(w, axis=1)
             bo = tl.load(b_ptr + cols[:, None] * K + kout[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)
-            acc += tl.dot(w, bo, input_precision="ieee")
+            acc += tl.dot(w, bo, input_precision=PREC)
     a_out = tl.load(a_ptr + rows[:, None] * K + kout[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
     return val, rowsum[:, None] * a_out - acc
 
@@ -78,7 +79,7 @@ def _sweep(a_ptr, qa_ptr, b_ptr, qb_ptr, c_ptr, ns, n_a, n_b, K, coef, rows, rma
 def _mmd_imq_rows_kernel(a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, c_ptr, scale_ptr,
                          val_out, grad_out, ns, n_a, n_b, K, coef_self, coef_cross,
                          UNBIASED: tl.constexpr, WANT_GRAD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                         BK: tl.constexpr):
+                         BK: tl.constexpr, PREC: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_k = tl.program_id(1)
     rows = pid_m * BM + tl.arange(0, BM)
@@ -87,9 +88,9 @@ def _mmd_imq_rows_kernel(a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, 
     kmask = kout < K
     val = tl.zeros((BM,), dtype=tl.float32)
     val, g_self = _sweep(a_self, qa_self, a_self, qa_self, c_ptr, ns, n_a, n_a, K, coef_self, rows, rmask, kout, kmask,
-                         val, True, UNBIASED, WANT_GRAD, BM, BN, BK)
+                         val, True, UNBIASED, WANT_GRAD, BM, BN, BK, PREC)
     val, g_cross = _sweep(a_cross, qa_cross, b_cross, qb_cross, c_ptr, ns, n_a, n_b, K, coef_cross, rows, rmask, kout,
-                          kmask, val, False, UNBIASED, WANT_GRAD, BM, BN, BK)
+                          kmask, val, False, UNBIASED, WANT_GRAD, BM, BN, BK, PREC)
     if pid_k == 0:
         tl.store(val_out + rows, val, mask=rmask)
     if WANT_GRAD:
@@ -114,5 +115,6 @@ def rows_pass(a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, scales, inv
     grid = (triton.cdiv(n_a, BM), triton.cdiv(K, BK) if want_grad else 1)
     _mmd_imq_rows_kernel[grid](a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, scales, inv_s, val, grad,
                                scales.numel(), n_a, n_b, K, coef_self, coef_cross, UNBIASED=unbiased,
-                               WANT_GRAD=want_grad, BM=BM, BN=BN, BK=BK)
+                               WANT_GRAD=want_grad, BM=BM, BN=BN, BK=BK,
+                               PREC="tf32x3" if a_self.is_cuda else "ieee")
     return val, (grad if want_grad else None)
