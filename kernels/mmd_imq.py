@@ -6,7 +6,8 @@ its gradient; it sweeps the column blocks of its own sample (the "self" pairs, w
 then of the other sample (the "cross" pairs, weight -1/(nm)). Per tile: D = A B^T (tl.dot with
 "tf32x3" on GPUs: three TF32 tensor-core products, about fp32 accuracy, where plain TF32 would ruin
 the cancellation-prone expansion; "ieee" in the interpreter), d2 = |a|^2 + |b|^2 - 2D clamped at 0,
-kernel sums into a per-row value, W = 4 c g (g = dk/dd2) and the gradient
+pairs whose d2 cancelled below 2^-5 (|a|^2 + |b|^2) recomputed from exact differences, kernel
+sums into a per-row value, W = 4 c g (g = dk/dd2) and the gradient
     dA = rowsum(W) * A - W B
 accumulated in registers. Rows own their gradient, so there are no atomics and the result is
 deterministic; the price is that the symmetric x-x and y-y tiles are evaluated from both sides
@@ -21,10 +22,12 @@ import torch
 import triton
 import triton.language as tl
 
+CANCEL: tl.constexpr = tl.constexpr(1.0 / 32.0)  # same threshold as csrc/cpu/mmd_imq.cpp
+
 
 @triton.jit
 def _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK: tl.constexpr, BM: tl.constexpr,
-                  BN: tl.constexpr, PREC: tl.constexpr):
+                  BN: tl.constexpr, PREC: tl.constexpr, SELF: tl.constexpr):
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for k0 in range(0, K, BK):
         ks = k0 + tl.arange(0, BK)
@@ -32,7 +35,22 @@ def _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK: tl.cons
         a = tl.load(a_ptr + rows[:, None] * K + ks[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
         b = tl.load(b_ptr + cols[:, None] * K + ks[None, :], mask=cmask[:, None] & km[None, :], other=0.0)
         acc += tl.dot(a, tl.trans(b), input_precision=PREC)
-    return tl.maximum(qa[:, None] + qb[None, :] - 2.0 * acc, 0.0)
+    s = qa[:, None] + qb[None, :]
+    d2 = tl.maximum(s - 2.0 * acc, 0.0)
+    # pairs that lost more than ~5 bits to cancellation (nearly coincident points, far from the
+    # centre) are recomputed from exact differences; rare, so the branch is usually skipped
+    flag = (d2 < s * CANCEL) & rmask[:, None] & cmask[None, :]
+    if SELF:  # a point and itself: d2 = 0 is set exactly by the caller
+        flag = flag & (rows[:, None] != cols[None, :])
+    if tl.max(flag.to(tl.int32)) > 0:
+        exact = tl.zeros((BM, BN), dtype=tl.float32)
+        for k in range(0, K):
+            ak = tl.load(a_ptr + rows * K + k, mask=rmask, other=0.0)
+            bk = tl.load(b_ptr + cols * K + k, mask=cmask, other=0.0)
+            diff = ak[:, None] - bk[None, :]
+            exact += diff * diff
+        d2 = tl.where(flag, exact, d2)
+    return d2
 
 
 @triton.jit
@@ -47,7 +65,7 @@ def _sweep(a_ptr, qa_ptr, b_ptr, qb_ptr, c_ptr, ns, n_a, n_b, K, coef, rows, rma
         cols = j0 + tl.arange(0, BN)
         cmask = cols < n_b
         qb = tl.load(qb_ptr + cols, mask=cmask, other=0.0)
-        d2 = _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK, BM, BN, PREC)
+        d2 = _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK, BM, BN, PREC, SELF)
         valid = rmask[:, None] & cmask[None, :]
         if SELF:
             diag = rows[:, None] == cols[None, :]

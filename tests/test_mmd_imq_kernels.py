@@ -111,3 +111,15 @@ def test_gpu_auto_backend_half_and_large():
     big = 1e25
     v = F.mmd_imq((x * big).float().cuda(), (y * big).float().cuda(), scale=32 * big**2, backend="cuda")
     assert torch.isfinite(v)
+
+
+@needs_triton
+def test_triton_near_coincident_points():
+    """Pairs 1e-3 apart at magnitude 100 (see the CPU test): exact differences where d2 cancelled."""
+    g = torch.Generator().manual_seed(0)
+    x = 100 + torch.randn(40, 8, generator=g, dtype=torch.float64)
+    y = x + 1e-3 * torch.randn(40, 8, generator=g, dtype=torch.float64)
+    want, wgx, _ = exact_grads(x.float(), y.float(), [1e-4], True)
+    v, gx, _ = run(x.float(), y.float(), "triton", scale=1e-4)
+    close(v, want, 1e-3, 1e-3)
+    close(gx, wgx, 1e-2, 1e-3)

@@ -4,7 +4,8 @@
 //
 //   one block owns BM rows of one sample; it sweeps the column tiles of its own sample (weight
 //   c_self, diagonal exact: d2 = 0, no gradient) and then of the other sample (weight -1/(nm)).
-//   Per tile: D = A B^T from shared-memory chunks of KC features, d2 = |a|^2 + |b|^2 - 2D (>= 0),
+//   Per tile: D = A B^T from shared-memory chunks of KC features, d2 = |a|^2 + |b|^2 - 2D (>= 0;
+//   recomputed from exact differences where it cancelled below 2^-5 (|a|^2 + |b|^2)),
 //   kernel sums into per-row values, W = 4 c g (g = dk/dd2) into shared memory, and the gradient
 //   rows accumulate rowsum(W) * a - W B (the block owns its rows: no atomics, deterministic).
 //
@@ -31,6 +32,7 @@ constexpr int KC = 32;       // features per shared-memory chunk
 constexpr int THREADS = 256; // 8 threads per row, 4 columns each
 constexpr int TPR = THREADS / BM;
 constexpr int CPT = BN / TPR;
+constexpr double kCancel = 1.0 / 32.0;  // same threshold as csrc/cpu/mmd_imq.cpp
 
 template <typename T>
 struct Side {     // one sample, prepared
@@ -82,8 +84,18 @@ __device__ void sweep(const Side<T> A, const Side<T> B, bool self, bool unbiased
       const int64_t j = j0 + cc;
       const bool ok = row_ok && j < B.rows;
       const bool diag = self && j == i;
-      T d2 = ok ? qi + B.q[j] - T(2) * dot[c] : T(0);
+      const T ssum = ok ? qi + B.q[j] : T(0);
+      T d2 = ok ? ssum - T(2) * dot[c] : T(0);
       d2 = d2 > T(0) ? d2 : T(0);
+      if (ok && !diag && d2 < ssum * T(kCancel)) {
+        // nearly coincident points far from the centre: recompute from exact differences (rare)
+        T acc = 0;
+        for (int64_t k = 0; k < K; ++k) {
+          const T df = A.z[i * K + k] - B.z[j * K + k];
+          acc += df * df;
+        }
+        d2 = acc;
+      }
       if (diag) d2 = T(0);
       T ks = 0, gs = 0;
       for (int s = 0; s < ns; ++s) {
