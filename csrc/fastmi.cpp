@@ -30,4 +30,7 @@ TORCH_LIBRARY(fastmi, m) {
   m.def("fd_perturb(Tensor x, Tensor seed, Tensor zeta, int noise, bool center) -> Tensor");
   m.def("fd_sqdiff(Tensor f_clean, Tensor f_perturbed, int hw) -> Tensor");
   m.def("fd_sqdiff_backward(Tensor grad, Tensor f_clean, Tensor f_perturbed, int hw) -> (Tensor, Tensor)");
+  // MMD^2 with the inverse-multiquadric kernel; returns (value, dvalue/dx, dvalue/dy), the gradients
+  // computed in the same pass when want_grad (else 0 x K).
+  m.def("mmd_imq(Tensor x, Tensor y, float[] scales, bool unbiased, bool want_grad) -> (Tensor, Tensor, Tensor)");
 }

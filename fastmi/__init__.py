@@ -8,6 +8,7 @@ from . import ops  # noqa: F401
 from .ops import critic_lse as _critic_lse_ops  # noqa: F401  (registers the custom ops)
 from .ops import separable as _separable_ops  # noqa: F401
 from .ops import fd_jacobian as _fd_jacobian_ops  # noqa: F401
+from .ops import mmd_imq as _mmd_imq_ops  # noqa: F401
 from ._result import MIResult
 from . import functional, nn, reference  # noqa: E402
 

@@ -57,3 +57,12 @@ def clip(value, name: str, arg: str = "clip") -> Optional[float]:
         return None
     v = number(value, arg, name, low=0.0, strict=True)
     return None if math.isinf(v) else v
+
+
+def finite(x: torch.Tensor, arg: str, name: str) -> None:
+    """ValueError if x holds NaN or Inf. Costs one device sync, so it is skipped while torch.compile
+    traces (data-dependent control flow would break the graph)."""
+    if torch.compiler.is_compiling():
+        return
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: {arg} contains NaN or Inf")

@@ -343,3 +343,52 @@ def fd_smoothness(f_clean: torch.Tensor, f_perturbed: torch.Tensor, zeta, *, poo
     s = (d * d).sum(1)
     z = torch.as_tensor(zeta, device=s.device).to(s.dtype)
     return (s / (z * z)).mean()
+# --- mmd_imq family (SPEC section 2: Variational InfoMax, WAE, VIB) -----------------------------
+
+def imq_kernel(d2: torch.Tensor, scales) -> torch.Tensor:
+    """Sum over scales C of the inverse-multiquadric kernel C / (C + d2), d2 = ||a - b||^2."""
+    return sum(c / (c + d2) for c in scales)
+
+
+def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dense ||a_i - b_j||^2 via the expansion ||a||^2 + ||b||^2 - 2 a.b (clamped at 0), as eager
+    user code writes it (torch.cdist's default also expands for large inputs)."""
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return d2.clamp_min(0)
+
+
+def mmd_imq(x: torch.Tensor, y: torch.Tensor, *, scales, estimator: str = "unbiased") -> torch.Tensor:
+    """MMD^2 between the samples x (n x K) and y (m x K) with k(a, b) = sum_C C / (C + ||a - b||^2):
+
+        unbiased (U-statistic):  sum_{i!=j} k(x_i, x_j) / (n(n-1)) + sum_{i!=j} k(y_i, y_j) / (m(m-1))
+                                 - 2 sum_{i,j} k(x_i, y_j) / (n m)
+        biased (V-statistic):    the same with the diagonals included and n^2, m^2 as denominators.
+
+    ``scales`` is the list of C values (already resolved). Dense: three n x m kernel matrices.
+    fp16/bf16 inputs are computed in fp32.
+    """
+    x, y = _upcast(x), _upcast(y)
+    n, m = x.shape[0], y.shape[0]
+    kxx = imq_kernel(_sq_dists(x, x), scales)
+    kyy = imq_kernel(_sq_dists(y, y), scales)
+    kxy = imq_kernel(_sq_dists(x, y), scales)
+    if estimator == "unbiased":
+        # k(a, a) = len(scales) exactly; remove the diagonal by value (d2 of a point with itself is 0)
+        diag = float(len(scales))
+        sxx = (kxx.sum() - n * diag) / (n * (n - 1))
+        syy = (kyy.sum() - m * diag) / (m * (m - 1))
+    else:
+        sxx, syy = kxx.sum() / (n * n), kyy.sum() / (m * m)
+    return sxx + syy - 2 * kxy.sum() / (n * m)
+
+
+def gaussian_kl(mu: torch.Tensor, std: torch.Tensor, *, sigma: float = 1.0) -> torch.Tensor:
+    """VIB's KL term, mean over the batch (rows) of KL(N(mu, diag std^2) || N(0, sigma^2 I)):
+
+        KL_b = 1/2 sum_d [ (std^2 + mu^2) / sigma^2 - 1 - log(std^2 / sigma^2) ]
+    """
+    mu, std = _upcast(mu), _upcast(std)
+    s2 = sigma * sigma
+    var = std * std
+    kl = 0.5 * ((var + mu * mu) / s2 - 1.0 - torch.log(var / s2))
+    return kl.reshape(kl.shape[0], -1).sum(1).mean() if kl.dim() > 1 else kl.sum()

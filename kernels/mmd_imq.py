@@ -1,0 +1,138 @@
+"""Triton kernels of the mmd_imq family: MMD^2 with k(a, b) = sum_C C / (C + ||a - b||^2), and its
+gradient in the same pass.
+
+One program owns a block of BM rows of one sample (x or y) and one chunk of BK feature columns of
+its gradient; it sweeps the column blocks of its own sample (the "self" pairs, weight c_self) and
+then of the other sample (the "cross" pairs, weight -1/(nm)). Per tile: D = A B^T (tl.dot with
+"tf32x3" on GPUs: three TF32 tensor-core products, about fp32 accuracy, where plain TF32 would ruin
+the cancellation-prone expansion; "ieee" in the interpreter), d2 = |a|^2 + |b|^2 - 2D clamped at 0,
+pairs whose d2 cancelled below 2^-5 (|a|^2 + |b|^2) recomputed from exact differences, kernel
+sums into a per-row value, W = 4 c g (g = dk/dd2) and the gradient
+    dA = rowsum(W) * A - W B
+accumulated in registers. Rows own their gradient, so there are no atomics and the result is
+deterministic; the price is that the symmetric x-x and y-y tiles are evaluated from both sides
+(the C++ kernel uses the upper triangle). Nothing n x m is stored.
+
+Inputs come prepared by ``fastmi.ops.mmd_imq.prepare`` (centred on their means, scaled by a power
+of two), see there.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+CANCEL: tl.constexpr = tl.constexpr(1.0 / 32.0)  # same threshold as csrc/cpu/mmd_imq.cpp
+
+
+@triton.jit
+def _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK: tl.constexpr, BM: tl.constexpr,
+                  BN: tl.constexpr, PREC: tl.constexpr, SELF: tl.constexpr):
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        ks = k0 + tl.arange(0, BK)
+        km = ks < K
+        a = tl.load(a_ptr + rows[:, None] * K + ks[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
+        b = tl.load(b_ptr + cols[:, None] * K + ks[None, :], mask=cmask[:, None] & km[None, :], other=0.0)
+        acc += tl.dot(a, tl.trans(b), input_precision=PREC)
+    s = qa[:, None] + qb[None, :]
+    d2 = tl.maximum(s - 2.0 * acc, 0.0)
+    # pairs that lost more than ~5 bits to cancellation (nearly coincident points, far from the
+    # centre) are recomputed from exact differences; rare, so the branch is usually skipped
+    flag = (d2 < s * CANCEL) & rmask[:, None] & cmask[None, :]
+    if SELF:  # a point and itself: d2 = 0 is set exactly by the caller
+        flag = flag & (rows[:, None] != cols[None, :])
+    if tl.max(flag.to(tl.int32)) > 0:
+        exact = tl.zeros((BM, BN), dtype=tl.float32)
+        for k in range(0, K):
+            ak = tl.load(a_ptr + rows * K + k, mask=rmask, other=0.0)
+            bk = tl.load(b_ptr + cols * K + k, mask=cmask, other=0.0)
+            diff = ak[:, None] - bk[None, :]
+            exact += diff * diff
+        d2 = tl.where(flag, exact, d2)
+    return d2
+
+
+@triton.jit
+def _sweep(a_ptr, qa_ptr, b_ptr, qb_ptr, c_ptr, ns, n_a, n_b, K, coef, rows, rmask, kout, kmask, val,
+           SELF: tl.constexpr, UNBIASED: tl.constexpr, WANT_GRAD: tl.constexpr, BM: tl.constexpr,
+           BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+    """Sweep all column blocks of b for the rows of a: returns (row values, row gradient chunk)."""
+    qa = tl.load(qa_ptr + rows, mask=rmask, other=0.0)
+    acc = tl.zeros((BM, BK), dtype=tl.float32)
+    rowsum = tl.zeros((BM,), dtype=tl.float32)
+    for j0 in range(0, n_b, BN):
+        cols = j0 + tl.arange(0, BN)
+        cmask = cols < n_b
+        qb = tl.load(qb_ptr + cols, mask=cmask, other=0.0)
+        d2 = _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK, BM, BN, PREC, SELF)
+        valid = rmask[:, None] & cmask[None, :]
+        if SELF:
+            diag = rows[:, None] == cols[None, :]
+            d2 = tl.where(diag, 0.0, d2)  # exact: a point's distance to itself
+        ksum = tl.zeros((BM, BN), dtype=tl.float32)
+        gsum = tl.zeros((BM, BN), dtype=tl.float32)
+        for s in range(ns):
+            c = tl.load(c_ptr + s)
+            t = c / (c + d2)
+            ksum += t
+            gsum += t * t / c
+        vmask = valid
+        if SELF and UNBIASED:
+            vmask = vmask & (rows[:, None] != cols[None, :])
+        val += coef * tl.sum(tl.where(vmask, ksum, 0.0), axis=1)
+        if WANT_GRAD:
+            gmask = valid
+            if SELF:
+                gmask = gmask & (rows[:, None] != cols[None, :])
+            w = tl.where(gmask, -4.0 * coef * gsum, 0.0)
+            rowsum += tl.sum(w, axis=1)
+            bo = tl.load(b_ptr + cols[:, None] * K + kout[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)
+            acc += tl.dot(w, bo, input_precision=PREC)
+    a_out = tl.load(a_ptr + rows[:, None] * K + kout[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
+    return val, rowsum[:, None] * a_out - acc
+
+
+@triton.jit
+def _mmd_imq_rows_kernel(a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, c_ptr, scale_ptr,
+                         val_out, grad_out, ns, n_a, n_b, K, coef_self, coef_cross,
+                         UNBIASED: tl.constexpr, WANT_GRAD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                         BK: tl.constexpr, PREC: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rows = pid_m * BM + tl.arange(0, BM)
+    rmask = rows < n_a
+    kout = pid_k * BK + tl.arange(0, BK)
+    kmask = kout < K
+    val = tl.zeros((BM,), dtype=tl.float32)
+    val, g_self = _sweep(a_self, qa_self, a_self, qa_self, c_ptr, ns, n_a, n_a, K, coef_self, rows, rmask, kout, kmask,
+                         val, True, UNBIASED, WANT_GRAD, BM, BN, BK, PREC)
+    val, g_cross = _sweep(a_cross, qa_cross, b_cross, qb_cross, c_ptr, ns, n_a, n_b, K, coef_cross, rows, rmask, kout,
+                          kmask, val, False, UNBIASED, WANT_GRAD, BM, BN, BK, PREC)
+    if pid_k == 0:
+        tl.store(val_out + rows, val, mask=rmask)
+    if WANT_GRAD:
+        inv_s = tl.load(scale_ptr)
+        g = (g_self + g_cross) * inv_s
+        tl.store(grad_out + rows[:, None] * K + kout[None, :], g, mask=rmask[:, None] & kmask[None, :])
+
+
+def _blocks(K: int, on_gpu: bool):
+    bk = min(max(16, triton.next_power_of_2(K)), 128 if on_gpu else 64)
+    return (64, 64, bk) if on_gpu else (32, 32, bk)
+
+
+def rows_pass(a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, scales, inv_s, coef_self, coef_cross,
+              unbiased: bool, want_grad: bool):
+    """(per-row values [n_a], gradient [n_a, K] in the caller's units, or None) for the rows of one sample."""
+    n_a, K = a_self.shape
+    n_b = b_cross.shape[0]
+    BM, BN, BK = _blocks(K, a_self.is_cuda)
+    val = torch.empty(n_a, device=a_self.device, dtype=torch.float32)
+    grad = torch.empty((n_a, K) if want_grad else (1, 1), device=a_self.device, dtype=torch.float32)
+    grid = (triton.cdiv(n_a, BM), triton.cdiv(K, BK) if want_grad else 1)
+    _mmd_imq_rows_kernel[grid](a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, scales, inv_s, val, grad,
+                               scales.numel(), n_a, n_b, K, coef_self, coef_cross, UNBIASED=unbiased,
+                               WANT_GRAD=want_grad, BM=BM, BN=BN, BK=BK,
+                               PREC="tf32x3" if a_self.is_cuda else "ieee")
+    return val, (grad if want_grad else None)
