@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
-FAMILIES = ("critic_lse",)
+FAMILIES = ("critic_lse", "softmax_stats")
 
 
 def cpu_sources() -> list[str]:
@@ -20,7 +20,8 @@ def cpu_sources() -> list[str]:
 
 
 def cuda_sources() -> list[str]:
-    return [str(CSRC / "cuda" / f"{f}.cu") for f in FAMILIES]
+    """The CUDA kernels of the families that have one (others run on GPU through Triton only)."""
+    return [str(p) for p in (CSRC / "cuda" / f"{f}.cu" for f in FAMILIES) if p.exists()]
 
 
 def _cpu_flags() -> set[str]:

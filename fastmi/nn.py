@@ -98,3 +98,35 @@ class MINE(_CriticLoss):
     def forward(self, scores=None, positives=None, **vector_form):
         return F.mine(scores, self.running_lme, momentum=self.momentum, update=self.training, positives=positives,
                       **vector_form, **self.options)
+
+
+class NeuralBayesMIM(nn.Module):
+    """``F.nb_mim`` as a module: forward(states) -> NBMIMResult(loss, entropy, prior).
+
+    alpha: weight of the prior term, (1 + alpha) R_p; prior: "v2" (the authors' code) or "v1";
+    pool: kernel of the extra average-pooled scale of each 4-D state (0: none)."""
+
+    def __init__(self, *, alpha=2.0, prior="v2", pool=2, eps=1e-7, backend="auto"):
+        super().__init__()
+        self.options = dict(alpha=alpha, prior=prior, pool=pool, eps=eps, backend=backend)
+
+    def forward(self, states):
+        return F.nb_mim(states, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
+class NeuralBayesDMS(nn.Module):
+    """``F.nb_dms`` as a module: forward(logits) -> scalar loss. scale="code" (the authors' code,
+    default) or "paper" (Eq 5, half of it)."""
+
+    def __init__(self, *, eps=1e-7, scale="code", backend="auto"):
+        super().__init__()
+        self.options = dict(eps=eps, scale=scale, backend=backend)
+
+    def forward(self, logits):
+        return F.nb_dms(logits, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
