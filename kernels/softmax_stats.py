@@ -43,7 +43,7 @@ def _softmax_rows(xv, valid, EPS: tl.constexpr, EXACT: tl.constexpr):
         L = xv - lse[:, None]
     else:
         L = tl.log(S + EPS)
-    t = tl.where(S > 0, S * L, 0.0)
+    t = tl.where(S == 0, 0.0, S * L)  # 0 log 0 = 0; NaN (non-finite input) propagates
     return S, L, lse, tl.sum(t, axis=1)
 
 
@@ -129,7 +129,7 @@ def _bwd_kernel(x_ptr, off_ptr, pos_ptr, q_ptr, ge_ptr, gm_ptr, gmq_ptr, stats_p
                 L = tl.log(S + EPS)
             dot = tl.sum(tl.where(mask2, S * gm, 0.0), axis=1)
             g = S * (ge0 * (L - e[:, None]) + gm - dot[:, None])
-            g = tl.where(S > 0, g, 0.0)
+            g = tl.where(S == 0, 0.0, g)
             if HAS_POOL:
                 xp = tl.sum(tl.where(mask2, xv, 0.0), axis=0) / KK
                 xp = tl.where(cmask, xp, float("-inf"))
@@ -142,7 +142,8 @@ def _bwd_kernel(x_ptr, off_ptr, pos_ptr, q_ptr, ge_ptr, gm_ptr, gmq_ptr, stats_p
                     Lq = tl.log(Sq + EPS)
                 dq = tl.sum(tl.where(cmask, Sq * gmq, 0.0), axis=0)
                 gq = Sq * (ge1 * (Lq - eq) + gmq - dq)
-                gq = tl.where((Sq > 0) & qvs, gq, 0.0)
+                gq = tl.where(Sq == 0, 0.0, gq)
+                gq = tl.where(qvs, gq, 0.0)
                 g += gq[None, :] / KK
             tl.store(grad_ptr + ptrs, g.to(grad_ptr.dtype.element_ty), mask=mask2)
 

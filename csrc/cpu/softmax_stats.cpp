@@ -25,6 +25,10 @@
 #include <limits>
 #include <vector>
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 namespace fastmi {
 namespace {
 
@@ -62,100 +66,103 @@ struct Geometry {
   int64_t windows(int64_t g) const { return (k > 0 && (g + 1) * k <= H) ? Wq : 0; }
 };
 
+// S log(S + eps), given xl = x - lse (so that log S = xl). When every lane has S >= 100 eps (the
+// common case) it skips the log: S log(S + eps) = S xl + S log1p(u) with u = eps / S <= 0.01, and
+// S log1p(u) = eps - eps u / 2 + O(eps u^2) (error < 4e-12 at eps = 1e-7). eps = 0: S xl exactly.
 template <typename T>
-inline Vectorized<T> entropy_term(const Vectorized<T>& S, const Vectorized<T>& x, const Vectorized<T>& lse, T eps) {
+inline Vectorized<T> s_log_s_eps(const Vectorized<T>& S, const Vectorized<T>& xl, T eps) {
   using Vec = Vectorized<T>;
   const Vec zero(T(0));
-  Vec L = eps > T(0) ? (S + Vec(eps)).log() : x - lse;
-  return Vec::blendv(S * L, zero, S == zero);  // 0 log 0 = 0 (also for x = -inf)
+  if (eps == T(0)) return Vec::blendv(S * xl, zero, S == zero);  // 0 log 0 = 0 (also for x = -inf)
+  const Vec small = S < Vec(T(100) * eps);
+  if (small.zero_mask() == (1 << Vec::size()) - 1) return S * xl + Vec(eps) - Vec(T(0.5) * eps * eps) / S;
+  return Vec::blendv(S * (S + Vec(eps)).log(), zero, S == zero);
 }
 
 template <typename T>
-inline T entropy_term(T S, T x, T lse, T eps) {
+inline T s_log_s_eps(T S, T xl, T eps) {
   if (S == T(0)) return T(0);
-  return S * (eps > T(0) ? std::log(S + eps) : x - lse);
+  return S * (eps > T(0) ? std::log(S + eps) : xl);
+}
+
+template <typename T>
+inline int64_t round_up(int64_t n) {
+  return (n + Vectorized<T>::size() - 1) / Vectorized<T>::size() * Vectorized<T>::size();
 }
 
 // ---- channel-major: element (c, p) at x[c * cs + p], positions p < n contiguous ------------------
+// Eight (or four) positions at a time, all channels, accumulators in registers. `full_ok`: whole
+// vectors may be read past position n (garbage lanes, never stored); else the tail loads partially.
 
-// Forward of n positions; returns sum_p e_p. buf: C*n, m/z: n scratch; macc[c * n + p] += S.
 template <typename T>
-double forward_cm(const T* x, int64_t cs, int64_t C, int64_t n, T eps, T* buf, T* m, T* z, T* lse, T* e, T* macc) {
+struct Lanes {
+  using Vec = Vectorized<T>;
+  int64_t cnt;
+  bool full;
+  Vec load(const T* p) const { return full ? Vec::loadu(p) : Vec::loadu(p, cnt); }
+  void store(const Vec& v, T* p) const { cnt == Vec::size() ? v.store(p) : v.store(p, cnt); }
+};
+
+// Forward of n positions; returns sum_p e_p. buf: C * V scratch; macc[c * ms + p] += S (ms >= n
+// rounded up to vectors); lse[p], e[p] for p < n.
+template <typename T>
+double forward_cm(const T* x, int64_t cs, int64_t C, int64_t n, bool full_ok, T eps, T* buf, T* lse, T* e, T* macc,
+                  int64_t ms) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
-  std::fill(m, m + n, -std::numeric_limits<T>::infinity());
-  std::fill(z, z + n, T(0));
-  std::fill(e, e + n, T(0));
-  for (int64_t c = 0; c < C; ++c) {
-    const T* xc = x + c * cs;
-    for (int64_t p = 0; p < n; p += V) {
-      const int64_t cnt = std::min(V, n - p);
-      at::vec::maximum(Vec::loadu(m + p, cnt), Vec::loadu(xc + p, cnt)).store(m + p, cnt);
-    }
-  }
-  for (int64_t c = 0; c < C; ++c) {
-    const T* xc = x + c * cs;
-    T* bc = buf + c * n;
-    for (int64_t p = 0; p < n; p += V) {
-      const int64_t cnt = std::min(V, n - p);
-      Vec ex = (Vec::loadu(xc + p, cnt) - Vec::loadu(m + p, cnt)).exp();
-      ex.store(bc + p, cnt);
-      (Vec::loadu(z + p, cnt) + ex).store(z + p, cnt);
-    }
-  }
-  for (int64_t p = 0; p < n; ++p) {
-    lse[p] = m[p] + std::log(z[p]);
-    z[p] = T(1) / z[p];
-  }
-  for (int64_t c = 0; c < C; ++c) {
-    const T* xc = x + c * cs;
-    const T* bc = buf + c * n;
-    T* mc = macc + c * n;
-    for (int64_t p = 0; p < n; p += V) {
-      const int64_t cnt = std::min(V, n - p);
-      Vec S = Vec::loadu(bc + p, cnt) * Vec::loadu(z + p, cnt);
-      Vec t = entropy_term(S, Vec::loadu(xc + p, cnt), Vec::loadu(lse + p, cnt), eps);
-      (Vec::loadu(e + p, cnt) + t).store(e + p, cnt);
-      (Vec::loadu(mc + p, cnt) + S).store(mc + p, cnt);
-    }
-  }
   double total = 0;
-  for (int64_t p = 0; p < n; ++p) total += e[p];
+  T tmp[V];
+  for (int64_t p = 0; p < n; p += V) {
+    const Lanes<T> ln{std::min(V, n - p), full_ok || n - p >= V};
+    Vec m(-std::numeric_limits<T>::infinity());
+    for (int64_t c = 0; c < C; ++c) m = at::vec::maximum(m, ln.load(x + c * cs + p));
+    Vec z(T(0));
+    for (int64_t c = 0; c < C; ++c) {
+      Vec ex = (ln.load(x + c * cs + p) - m).exp();
+      ex.store(buf + c * V);
+      z = z + ex;
+    }
+    const Vec lv = m + z.log(), zi = Vec(T(1)) / z;
+    Vec ev(T(0));
+    for (int64_t c = 0; c < C; ++c) {
+      Vec S = Vec::loadu(buf + c * V) * zi;
+      ev = ev + s_log_s_eps(S, ln.load(x + c * cs + p) - lv, eps);
+      T* mp = macc + c * ms + p;
+      (Vec::loadu(mp) + S).store(mp);
+    }
+    ln.store(lv, lse + p);
+    ln.store(ev, e + p);
+    ev.store(tmp);
+    for (int64_t i = 0; i < ln.cnt; ++i) total += tmp[i];
+  }
   return total;
 }
 
-// Backward of n positions: g[c * gs + p] = S (ge (L - e) + gm - dot); gm[c * gms + p].
+// Backward of n positions: g[c * gs + p] = ge S log(S + eps) + S (gm - dot - ge e); gm[c * gms + p]
+// readable in whole vectors (padded). Lanes are independent here, so when n >= V the last vector
+// is the (overlapping) one ending at n: whole-vector loads and stores only.
 template <typename T>
-void backward_cm(const T* x, int64_t cs, int64_t C, int64_t n, T eps, T ge, const T* lse, const T* e, const T* gm,
-                 int64_t gms, T* buf, T* dot, T* g, int64_t gs) {
+void backward_cm(const T* x, int64_t cs, int64_t C, int64_t n, bool full_ok, T eps, T ge, const T* lse, const T* e,
+                 const T* gm, int64_t gms, T* buf, T* g, int64_t gs) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
-  const Vec zero(T(0));
-  std::fill(dot, dot + n, T(0));
-  for (int64_t c = 0; c < C; ++c) {
-    const T* xc = x + c * cs;
-    const T* gc = gm + c * gms;
-    T* bc = buf + c * n;
-    for (int64_t p = 0; p < n; p += V) {
-      const int64_t cnt = std::min(V, n - p);
-      Vec S = (Vec::loadu(xc + p, cnt) - Vec::loadu(lse + p, cnt)).exp();
-      S.store(bc + p, cnt);
-      (Vec::loadu(dot + p, cnt) + S * Vec::loadu(gc + p, cnt)).store(dot + p, cnt);
-    }
-  }
   const Vec vge(ge);
-  for (int64_t c = 0; c < C; ++c) {
-    const T* xc = x + c * cs;
-    const T* gc = gm + c * gms;
-    const T* bc = buf + c * n;
-    T* oc = g + c * gs;
-    for (int64_t p = 0; p < n; p += V) {
-      const int64_t cnt = std::min(V, n - p);
-      Vec S = Vec::loadu(bc + p, cnt);
-      Vec lp = Vec::loadu(lse + p, cnt);
-      Vec L = eps > T(0) ? (S + Vec(eps)).log() : Vec::loadu(xc + p, cnt) - lp;
-      Vec r = S * (vge * (L - Vec::loadu(e + p, cnt)) + Vec::loadu(gc + p, cnt) - Vec::loadu(dot + p, cnt));
-      Vec::blendv(r, zero, S == zero).store(oc + p, cnt);
+  for (int64_t p0 = 0; p0 < n; p0 += V) {
+    const int64_t p = (n >= V && p0 + V > n) ? n - V : p0;
+    const Lanes<T> ln{std::min(V, n - p), full_ok || n - p >= V};
+    const Lanes<T> part{ln.cnt, ln.cnt == V};
+    const Vec lv = part.load(lse + p), ev = part.load(e + p);
+    Vec dot(T(0));
+    for (int64_t c = 0; c < C; ++c) {
+      Vec S = (ln.load(x + c * cs + p) - lv).exp();
+      S.store(buf + c * V);
+      dot = dot + S * Vec::loadu(gm + c * gms + p);
+    }
+    const Vec base = Vec(T(0)) - dot - vge * ev;
+    for (int64_t c = 0; c < C; ++c) {
+      Vec S = Vec::loadu(buf + c * V);
+      Vec r = vge * s_log_s_eps(S, ln.load(x + c * cs + p) - lv, eps) + S * (Vec::loadu(gm + c * gms + p) + base);
+      ln.store(r, g + c * gs + p);
     }
   }
 }
@@ -189,13 +196,13 @@ T forward_pm(const T* x, int64_t C, T eps, T* buf, T* lse_out, T* e_out, T* macc
   Vec ev(T(0));
   for (int64_t c = 0; c < Cv; c += V) {
     Vec S = Vec::loadu(buf + c) * Vec(zi);
-    ev = ev + entropy_term(S, Vec::loadu(x + c), Vec(lse), eps);
+    ev = ev + s_log_s_eps(S, Vec::loadu(x + c) - Vec(lse), eps);
     (Vec::loadu(macc + c) + S).store(macc + c);
   }
   T e = at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return a + b; }, ev);
   for (int64_t c = Cv; c < C; ++c) {
     T S = buf[c] * zi;
-    e += entropy_term(S, x[c], lse, eps);
+    e += s_log_s_eps(S, x[c] - lse, eps);
     macc[c] += S;
   }
   *lse_out = lse;
@@ -208,7 +215,6 @@ void backward_pm(const T* x, int64_t C, T eps, T ge, T lse, T e, const T* gm, T*
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   const int64_t Cv = C - C % V;
-  const Vec zero(T(0));
   Vec dv(T(0));
   for (int64_t c = 0; c < Cv; c += V) {
     Vec S = (Vec::loadu(x + c) - Vec(lse)).exp();
@@ -223,19 +229,15 @@ void backward_pm(const T* x, int64_t C, T eps, T ge, T lse, T e, const T* gm, T*
   const T base = -ge * e - dot;
   for (int64_t c = 0; c < Cv; c += V) {
     Vec S = Vec::loadu(buf + c);
-    Vec L = eps > T(0) ? (S + Vec(eps)).log() : Vec::loadu(x + c) - Vec(lse);
-    Vec r = S * (Vec(ge) * L + Vec::loadu(gm + c) + Vec(base));
-    Vec::blendv(r, zero, S == zero).store(g + c);
+    Vec r = Vec(ge) * s_log_s_eps(S, Vec::loadu(x + c) - Vec(lse), eps) + S * (Vec::loadu(gm + c) + Vec(base));
+    r.store(g + c);
   }
-  for (int64_t c = Cv; c < C; ++c) {
-    T S = buf[c];
-    g[c] = S == T(0) ? T(0) : S * (ge * (eps > T(0) ? std::log(S + eps) : x[c] - lse) + gm[c] + base);
-  }
+  for (int64_t c = Cv; c < C; ++c) g[c] = ge * s_log_s_eps(buf[c], x[c] - lse, eps) + buf[c] * (gm[c] + base);
 }
 
-// Pooled logits of the windows of one group, channel-major: xp[c * nq + q].
+// Pooled logits of the windows of one group, channel-major: xp[c * xs + q].
 template <typename T>
-void pool_cm(const T* x, int64_t cs, int64_t C, int64_t W, int64_t k, int64_t nq, T* xp) {
+void pool_cm(const T* x, int64_t cs, int64_t C, int64_t W, int64_t k, int64_t nq, T* xp, int64_t xs) {
   const T w = T(1) / T(k * k);
   for (int64_t c = 0; c < C; ++c) {
     const T* xc = x + c * cs;
@@ -243,7 +245,7 @@ void pool_cm(const T* x, int64_t cs, int64_t C, int64_t W, int64_t k, int64_t nq
       T s = 0;
       for (int64_t i = 0; i < k; ++i)
         for (int64_t j = 0; j < k; ++j) s += xc[i * W + q * k + j];
-      xp[c * nq + q] = s * w;
+      xp[c * xs + q] = s * w;
     }
   }
 }
@@ -281,19 +283,21 @@ void forward_impl(const Tensor& x, const Geometry& G, T eps, Tensor& ent, Tensor
       const int64_t h0 = g * G.rows, nrows = std::min(G.rows, G.H - h0), p0 = h0 * W, n = nrows * W;
       const int64_t nq = G.windows(g), q0 = (h0 / std::max<int64_t>(k, 1)) * G.Wq;
       const int64_t b0 = j * kBatchChunk, b1 = std::min(G.B, b0 + kBatchChunk);
-      std::vector<T> macc(C * n, T(0)), maccq(C * nq, T(0)), xp(C * std::max<int64_t>(nq, 1));
-      std::vector<T> buf(C * std::max<int64_t>(n, 1)), m(n), z(n);
+      // channel-major accumulators have rows padded to whole vectors; position-major ones are n x C
+      const int64_t ms = round_up<T>(n), mqs = round_up<T>(nq);
+      std::vector<T> macc(C * ms, T(0)), maccq(C * std::max(mqs, int64_t(1)), T(0)), xp(C * std::max(mqs, int64_t(1)), T(0));
+      std::vector<T> buf(C * Vectorized<T>::size());
       double e0 = 0, e1 = 0;
       for (int64_t b = b0; b < b1; ++b) {
         T* srow = sd + b * G.srow;
         if (!G.channels_last) {
           const T* base = xd + b * C * P + p0;
-          e0 += forward_cm(base, P, C, n, eps, buf.data(), m.data(), z.data(), srow + p0, srow + P + p0,
-                           macc.data());
+          const bool full_ok = b * C * P + p0 + (C - 1) * P + ms <= G.B * C * P;
+          e0 += forward_cm(base, P, C, n, full_ok, eps, buf.data(), srow + p0, srow + P + p0, macc.data(), ms);
           if (nq) {
-            pool_cm(base, P, C, W, k, nq, xp.data());
-            e1 += forward_cm(xp.data(), nq, C, nq, eps, buf.data(), m.data(), z.data(), srow + 2 * P + q0,
-                             srow + 2 * P + Q + q0, maccq.data());
+            pool_cm(base, P, C, W, k, nq, xp.data(), mqs);
+            e1 += forward_cm(xp.data(), mqs, C, nq, true, eps, buf.data(), srow + 2 * P + q0, srow + 2 * P + Q + q0,
+                             maccq.data(), mqs);
           }
         } else {
           const T* base = xd + (b * P + p0) * C;
@@ -311,8 +315,8 @@ void forward_impl(const Tensor& x, const Geometry& G, T eps, Tensor& ent, Tensor
       T* pj = pd + j * C * P;
       T* pqj = pqd + j * C * Q;
       for (int64_t c = 0; c < C; ++c) {
-        for (int64_t p = 0; p < n; ++p) pj[c * P + p0 + p] = G.channels_last ? macc[p * C + c] : macc[c * n + p];
-        for (int64_t q = 0; q < nq; ++q) pqj[c * Q + q0 + q] = G.channels_last ? maccq[q * C + c] : maccq[c * nq + q];
+        for (int64_t p = 0; p < n; ++p) pj[c * P + p0 + p] = G.channels_last ? macc[p * C + c] : macc[c * ms + p];
+        for (int64_t q = 0; q < nq; ++q) pqj[c * Q + q0 + q] = G.channels_last ? maccq[q * C + c] : maccq[c * mqs + q];
       }
     }
   });
@@ -340,9 +344,17 @@ template <typename T>
 void backward_impl(const Tensor& x, const Geometry& G, T eps, T ge0, T ge1, const Tensor& gm_, const Tensor& gmq_,
                    const Tensor& stats, Tensor& grad) {
   const int64_t C = G.C, P = G.P, Q = G.Q, W = G.W, k = G.k;
-  // channel-major kernels read g_marg as (C, P); position-major ones as (P, C)
-  Tensor gm = G.channels_last ? gm_.t().contiguous() : gm_.contiguous();
-  Tensor gmq = G.channels_last ? gmq_.t().contiguous() : gmq_.contiguous();
+  // position-major kernels read g_marg as (P, C); channel-major ones as (C, P) with rows padded to
+  // whole vectors (zeros), so that every load of it is a full vector
+  constexpr int64_t V = Vectorized<T>::size();
+  auto padded = [&](const Tensor& t) {
+    Tensor o = at::zeros({t.size(0), t.size(1) + V}, t.options());
+    o.narrow(1, 0, t.size(1)).copy_(t);
+    return o;
+  };
+  Tensor gm = G.channels_last ? gm_.t().contiguous() : padded(gm_);
+  Tensor gmq = G.channels_last ? gmq_.t().contiguous() : padded(gmq_);
+  const int64_t gms = P + V, gmqs = Q + V;
   const T* xd = x.data_ptr<T>();
   const T* sd = stats.data_ptr<T>();
   const T* gmd = gm.data_ptr<T>();
@@ -357,22 +369,23 @@ void backward_impl(const Tensor& x, const Geometry& G, T eps, T ge0, T ge1, cons
       const int64_t h0 = g * G.rows, nrows = std::min(G.rows, G.H - h0), p0 = h0 * W, n = nrows * W;
       const int64_t nq = G.windows(g), q0 = (h0 / std::max<int64_t>(k, 1)) * G.Wq;
       const int64_t b0 = j * kBatchChunk, b1 = std::min(G.B, b0 + kBatchChunk);
-      const int64_t cols = G.channels_last ? 1 : std::max<int64_t>(n, 1);
-      std::vector<T> buf(C * cols), dot(n), xp(C * std::max<int64_t>(nq, 1)), gp(C * std::max<int64_t>(nq, 1));
+      const int64_t ms = round_up<T>(n), mqs = std::max(round_up<T>(nq), int64_t(1));
+      std::vector<T> buf(C * V), xp(C * mqs, T(0)), gp(C * mqs);
       for (int64_t b = b0; b < b1; ++b) {
         const T* srow = sd + b * G.srow;
         if (!G.channels_last) {
           const T* base = xd + b * C * P + p0;
           T* out = gd + b * C * P + p0;
-          backward_cm(base, P, C, n, eps, ge0, srow + p0, srow + P + p0, gmd + p0, P, buf.data(), dot.data(), out, P);
+          const bool full_ok = b * C * P + p0 + (C - 1) * P + ms <= G.B * C * P;
+          backward_cm(base, P, C, n, full_ok, eps, ge0, srow + p0, srow + P + p0, gmd + p0, gms, buf.data(), out, P);
           if (nq) {
-            pool_cm(base, P, C, W, k, nq, xp.data());
-            backward_cm(xp.data(), nq, C, nq, eps, ge1, srow + 2 * P + q0, srow + 2 * P + Q + q0, gmqd + q0, Q,
-                        buf.data(), dot.data(), gp.data(), nq);
+            pool_cm(base, P, C, W, k, nq, xp.data(), mqs);
+            backward_cm(xp.data(), mqs, C, nq, true, eps, ge1, srow + 2 * P + q0, srow + 2 * P + Q + q0, gmqd + q0,
+                        gmqs, buf.data(), gp.data(), mqs);
             for (int64_t c = 0; c < C; ++c)
               for (int64_t i = 0; i < k; ++i)
                 for (int64_t q = 0; q < nq; ++q) {
-                  const T v = gp[c * nq + q] * wk;
+                  const T v = gp[c * mqs + q] * wk;
                   T* o = out + c * P + i * W + q * k;
                   for (int64_t jj = 0; jj < k; ++jj) o[jj] += v;
                 }
@@ -398,6 +411,20 @@ void backward_impl(const Tensor& x, const Geometry& G, T eps, T ge0, T ge1, cons
       }
     }
   });
+}
+
+// The fresh gradient is written once; with 4 KiB pages its first touch costs a page fault per
+// 4 KiB. Ask for transparent huge pages on its 2 MiB-aligned interior (a hint; harmless without THP).
+Tensor empty_output_like(const Tensor& x) {
+  Tensor out = at::empty_like(x);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t huge = uintptr_t(1) << 21;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(out.data_ptr());
+  const uintptr_t end = begin + uintptr_t(out.numel()) * out.element_size();
+  const uintptr_t a = (begin + huge - 1) & ~(huge - 1), b = end & ~(huge - 1);
+  if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_HUGEPAGE);
+#endif
+  return out;
 }
 
 void check_input(const Tensor& x, int64_t pool, const char* op) {
@@ -444,7 +471,7 @@ Tensor softmax_stats_backward_cpu(const Tensor& grad_ent, const Tensor& grad_mar
               "softmax_stats_backward: grad_marg_pool must be C x Q");
   TORCH_CHECK(stats.sizes() == at::IntArrayRef({G.B, G.srow}) && stats.is_contiguous(),
               "softmax_stats_backward: stats must be a contiguous B x (2P + 2Q) tensor");
-  Tensor grad = at::empty_like(x);
+  Tensor grad = empty_output_like(x);
   Tensor ge = grad_ent.to(at::kDouble).cpu();
   const double ge0 = ge[0].item<double>(), ge1 = ge[1].item<double>();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "softmax_stats_backward_cpu", [&] {
