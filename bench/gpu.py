@@ -6,6 +6,7 @@ against the device's measured copy bandwidth (a large device-to-device clone). A
 per measurement to bench/results/gpu-<device>.jsonl.
 
     python bench/gpu.py [--sizes 4096 16384] [--dtypes float32 bfloat16] [--cases infonce dv ...]
+    python bench/gpu.py --family softmax_stats [--batches 500 2000]     (Neural Bayes nb_mim)
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="*", default=[4096, 16384])
     p.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
     p.add_argument("--cases", nargs="*", default=list(CASES))
+    p.add_argument("--family", choices=["critic_lse", "softmax_stats"], default="critic_lse")
+    p.add_argument("--batches", type=int, nargs="*", default=[500, 2000], help="softmax_stats batch sizes")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -54,12 +57,23 @@ def main(argv=None) -> int:
     import triton
 
     device = torch.cuda.get_device_name()
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     peak_bw = copy_bandwidth(do_bench)
     impls = [("fused", b) for b in ("triton", "cuda") if fastmi.info()[b][0]] + [("reference", None), ("compiled", None)]
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"gpu-{device.replace(' ', '_')}.jsonl")
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     print(f"{device}: measured copy bandwidth {peak_bw / 1e9:.0f} GB/s")
+    if args.family == "softmax_stats":
+        from bench import softmax_stats_gpu
+
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, f"gpu-{device.replace(' ', '_')}.jsonl")
+        with open(path, "a") as out:
+            softmax_stats_gpu.run(out, do_bench=do_bench, peak_bw=peak_bw, device=device, now=now,
+                                  dtypes=args.dtypes, batches=args.batches)
+        print(f"rows appended to {path}")
+        return 0
     with open(path, "a") as out:
         for dtype_name in args.dtypes:
             dtype = getattr(torch, dtype_name)
