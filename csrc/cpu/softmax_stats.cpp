@@ -11,7 +11,9 @@
 // pooled gradient is spread over its window with weight 1/k^2.
 //
 // Work is split into (group of k rows) x (chunk of kBatchChunk samples). A group is read from DRAM
-// once per sample and then revisited in L1/L2. Marginals are summed per chunk in sample order and
+// once per sample and then revisited in L1/L2; an NCHW group is first transposed (in L1/L2) to
+// position-major rows, so one vectorized code path over contiguous channels serves both layouts
+// (vectorizing NCHW over positions instead was 2-4x slower: short rows, strided pooling). Marginals are summed per chunk in sample order and
 // the chunks are added in chunk order: results do not depend on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -55,8 +57,8 @@ struct Geometry {
       rows = k;
     } else if (cl) {
       rows = 1;
-    } else {  // NCHW without pool: enough rows for a few full vectors of positions
-      rows = std::max<int64_t>(1, std::min<int64_t>(H, (64 + W - 1) / W));
+    } else {  // NCHW without pool: a few rows, so that each channel's slice is read in one run
+      rows = std::max<int64_t>(1, std::min<int64_t>(H, (32 + W - 1) / W));
     }
     groups = (H + rows - 1) / rows;
     chunks = (B + kBatchChunk - 1) / kBatchChunk;
@@ -83,88 +85,6 @@ template <typename T>
 inline T s_log_s_eps(T S, T xl, T eps) {
   if (S == T(0)) return T(0);
   return S * (eps > T(0) ? std::log(S + eps) : xl);
-}
-
-template <typename T>
-inline int64_t round_up(int64_t n) {
-  return (n + Vectorized<T>::size() - 1) / Vectorized<T>::size() * Vectorized<T>::size();
-}
-
-// ---- channel-major: element (c, p) at x[c * cs + p], positions p < n contiguous ------------------
-// Eight (or four) positions at a time, all channels, accumulators in registers. `full_ok`: whole
-// vectors may be read past position n (garbage lanes, never stored); else the tail loads partially.
-
-template <typename T>
-struct Lanes {
-  using Vec = Vectorized<T>;
-  int64_t cnt;
-  bool full;
-  Vec load(const T* p) const { return full ? Vec::loadu(p) : Vec::loadu(p, cnt); }
-  void store(const Vec& v, T* p) const { cnt == Vec::size() ? v.store(p) : v.store(p, cnt); }
-};
-
-// Forward of n positions; returns sum_p e_p. buf: C * V scratch; macc[c * ms + p] += S (ms >= n
-// rounded up to vectors); lse[p], e[p] for p < n.
-template <typename T>
-double forward_cm(const T* x, int64_t cs, int64_t C, int64_t n, bool full_ok, T eps, T* buf, T* lse, T* e, T* macc,
-                  int64_t ms) {
-  using Vec = Vectorized<T>;
-  constexpr int64_t V = Vec::size();
-  double total = 0;
-  T tmp[V];
-  for (int64_t p = 0; p < n; p += V) {
-    const Lanes<T> ln{std::min(V, n - p), full_ok || n - p >= V};
-    Vec m(-std::numeric_limits<T>::infinity());
-    for (int64_t c = 0; c < C; ++c) m = at::vec::maximum(m, ln.load(x + c * cs + p));
-    Vec z(T(0));
-    for (int64_t c = 0; c < C; ++c) {
-      Vec ex = (ln.load(x + c * cs + p) - m).exp();
-      ex.store(buf + c * V);
-      z = z + ex;
-    }
-    const Vec lv = m + z.log(), zi = Vec(T(1)) / z;
-    Vec ev(T(0));
-    for (int64_t c = 0; c < C; ++c) {
-      Vec S = Vec::loadu(buf + c * V) * zi;
-      ev = ev + s_log_s_eps(S, ln.load(x + c * cs + p) - lv, eps);
-      T* mp = macc + c * ms + p;
-      (Vec::loadu(mp) + S).store(mp);
-    }
-    ln.store(lv, lse + p);
-    ln.store(ev, e + p);
-    ev.store(tmp);
-    for (int64_t i = 0; i < ln.cnt; ++i) total += tmp[i];
-  }
-  return total;
-}
-
-// Backward of n positions: g[c * gs + p] = ge S log(S + eps) + S (gm - dot - ge e); gm[c * gms + p]
-// readable in whole vectors (padded). Lanes are independent here, so when n >= V the last vector
-// is the (overlapping) one ending at n: whole-vector loads and stores only.
-template <typename T>
-void backward_cm(const T* x, int64_t cs, int64_t C, int64_t n, bool full_ok, T eps, T ge, const T* lse, const T* e,
-                 const T* gm, int64_t gms, T* buf, T* g, int64_t gs) {
-  using Vec = Vectorized<T>;
-  constexpr int64_t V = Vec::size();
-  const Vec vge(ge);
-  for (int64_t p0 = 0; p0 < n; p0 += V) {
-    const int64_t p = (n >= V && p0 + V > n) ? n - V : p0;
-    const Lanes<T> ln{std::min(V, n - p), full_ok || n - p >= V};
-    const Lanes<T> part{ln.cnt, ln.cnt == V};
-    const Vec lv = part.load(lse + p), ev = part.load(e + p);
-    Vec dot(T(0));
-    for (int64_t c = 0; c < C; ++c) {
-      Vec S = (ln.load(x + c * cs + p) - lv).exp();
-      S.store(buf + c * V);
-      dot = dot + S * Vec::loadu(gm + c * gms + p);
-    }
-    const Vec base = Vec(T(0)) - dot - vge * ev;
-    for (int64_t c = 0; c < C; ++c) {
-      Vec S = Vec::loadu(buf + c * V);
-      Vec r = vge * s_log_s_eps(S, ln.load(x + c * cs + p) - lv, eps) + S * (Vec::loadu(gm + c * gms + p) + base);
-      ln.store(r, g + c * gs + p);
-    }
-  }
 }
 
 // ---- position-major: one position, channels contiguous ------------------------------------------
@@ -235,19 +155,29 @@ void backward_pm(const T* x, int64_t C, T eps, T ge, T lse, T e, const T* gm, T*
   for (int64_t c = Cv; c < C; ++c) g[c] = ge * s_log_s_eps(buf[c], x[c] - lse, eps) + buf[c] * (gm[c] + base);
 }
 
-// Pooled logits of the windows of one group, channel-major: xp[c * xs + q].
+// NCHW slab of one sample's group (element (c, p) at x[c * cs + p], p < n) to position-major rows
+// t[p * C + c], and back. The kernels below then read channels contiguously, as for channels-last.
+// Transpose of an M x N block (src rows ld_src apart) into dst (N rows ld_dst apart): 8 x 8 register
+// transposes (ATen's AVX2 one for float) inside, scalar at the edges.
 template <typename T>
-void pool_cm(const T* x, int64_t cs, int64_t C, int64_t W, int64_t k, int64_t nq, T* xp, int64_t xs) {
-  const T w = T(1) / T(k * k);
-  for (int64_t c = 0; c < C; ++c) {
-    const T* xc = x + c * cs;
-    for (int64_t q = 0; q < nq; ++q) {
-      T s = 0;
-      for (int64_t i = 0; i < k; ++i)
-        for (int64_t j = 0; j < k; ++j) s += xc[i * W + q * k + j];
-      xp[c * xs + q] = s * w;
-    }
-  }
+void transpose(const T* src, int64_t ld_src, int64_t M, int64_t N, T* dst, int64_t ld_dst) {
+  constexpr int64_t B = 8;
+  const int64_t Mb = M - M % B, Nb = N - N % B;
+  for (int64_t i = 0; i < Mb; i += B)
+    for (int64_t j = 0; j < Nb; j += B)
+      at::vec::transpose_mxn<T, B, B>(src + i * ld_src + j, ld_src, dst + j * ld_dst + i, ld_dst);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = (i < Mb ? Nb : 0); j < N; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
+}
+
+template <typename T>
+void to_rows(const T* x, int64_t cs, int64_t C, int64_t n, T* t) {
+  transpose(x, cs, C, n, t, C);
+}
+
+template <typename T>
+void from_rows(const T* t, int64_t C, int64_t n, T* x, int64_t cs) {
+  transpose(t, C, n, C, x, cs);
 }
 
 // Pooled logits of window q, position-major: xp[c]; rows of position p at x + p * C.
@@ -283,31 +213,24 @@ void forward_impl(const Tensor& x, const Geometry& G, T eps, Tensor& ent, Tensor
       const int64_t h0 = g * G.rows, nrows = std::min(G.rows, G.H - h0), p0 = h0 * W, n = nrows * W;
       const int64_t nq = G.windows(g), q0 = (h0 / std::max<int64_t>(k, 1)) * G.Wq;
       const int64_t b0 = j * kBatchChunk, b1 = std::min(G.B, b0 + kBatchChunk);
-      // channel-major accumulators have rows padded to whole vectors; position-major ones are n x C
-      const int64_t ms = round_up<T>(n), mqs = round_up<T>(nq);
-      std::vector<T> macc(C * ms, T(0)), maccq(C * std::max(mqs, int64_t(1)), T(0)), xp(C * std::max(mqs, int64_t(1)), T(0));
-      std::vector<T> buf(C * Vectorized<T>::size());
+      std::vector<T> macc(C * n, T(0)), maccq(C * nq, T(0)), xp(C), buf(C);
+      std::vector<T> rows_buf(G.channels_last ? 0 : C * n);
       double e0 = 0, e1 = 0;
       for (int64_t b = b0; b < b1; ++b) {
         T* srow = sd + b * G.srow;
-        if (!G.channels_last) {
-          const T* base = xd + b * C * P + p0;
-          const bool full_ok = b * C * P + p0 + (C - 1) * P + ms <= G.B * C * P;
-          e0 += forward_cm(base, P, C, n, full_ok, eps, buf.data(), srow + p0, srow + P + p0, macc.data(), ms);
-          if (nq) {
-            pool_cm(base, P, C, W, k, nq, xp.data(), mqs);
-            e1 += forward_cm(xp.data(), mqs, C, nq, true, eps, buf.data(), srow + 2 * P + q0, srow + 2 * P + Q + q0,
-                             maccq.data(), mqs);
-          }
+        const T* base;  // the group's n positions, position-major
+        if (G.channels_last) {
+          base = xd + (b * P + p0) * C;
         } else {
-          const T* base = xd + (b * P + p0) * C;
-          for (int64_t p = 0; p < n; ++p)
-            e0 += forward_pm(base + p * C, C, eps, buf.data(), srow + p0 + p, srow + P + p0 + p, macc.data() + p * C);
-          for (int64_t q = 0; q < nq; ++q) {
-            pool_pm(base, C, W, k, q, xp.data());
-            e1 += forward_pm(xp.data(), C, eps, buf.data(), srow + 2 * P + q0 + q, srow + 2 * P + Q + q0 + q,
-                             maccq.data() + q * C);
-          }
+          to_rows(xd + b * C * P + p0, P, C, n, rows_buf.data());
+          base = rows_buf.data();
+        }
+        for (int64_t p = 0; p < n; ++p)
+          e0 += forward_pm(base + p * C, C, eps, buf.data(), srow + p0 + p, srow + P + p0 + p, macc.data() + p * C);
+        for (int64_t q = 0; q < nq; ++q) {
+          pool_pm(base, C, W, k, q, xp.data());
+          e1 += forward_pm(xp.data(), C, eps, buf.data(), srow + 2 * P + q0 + q, srow + 2 * P + Q + q0 + q,
+                           maccq.data() + q * C);
         }
       }
       task_ent[2 * t] = e0;
@@ -315,8 +238,8 @@ void forward_impl(const Tensor& x, const Geometry& G, T eps, Tensor& ent, Tensor
       T* pj = pd + j * C * P;
       T* pqj = pqd + j * C * Q;
       for (int64_t c = 0; c < C; ++c) {
-        for (int64_t p = 0; p < n; ++p) pj[c * P + p0 + p] = G.channels_last ? macc[p * C + c] : macc[c * ms + p];
-        for (int64_t q = 0; q < nq; ++q) pqj[c * Q + q0 + q] = G.channels_last ? maccq[q * C + c] : maccq[c * mqs + q];
+        for (int64_t p = 0; p < n; ++p) pj[c * P + p0 + p] = macc[p * C + c];
+        for (int64_t q = 0; q < nq; ++q) pqj[c * Q + q0 + q] = maccq[q * C + c];
       }
     }
   });
@@ -344,17 +267,9 @@ template <typename T>
 void backward_impl(const Tensor& x, const Geometry& G, T eps, T ge0, T ge1, const Tensor& gm_, const Tensor& gmq_,
                    const Tensor& stats, Tensor& grad) {
   const int64_t C = G.C, P = G.P, Q = G.Q, W = G.W, k = G.k;
-  // position-major kernels read g_marg as (P, C); channel-major ones as (C, P) with rows padded to
-  // whole vectors (zeros), so that every load of it is a full vector
-  constexpr int64_t V = Vectorized<T>::size();
-  auto padded = [&](const Tensor& t) {
-    Tensor o = at::zeros({t.size(0), t.size(1) + V}, t.options());
-    o.narrow(1, 0, t.size(1)).copy_(t);
-    return o;
-  };
-  Tensor gm = G.channels_last ? gm_.t().contiguous() : padded(gm_);
-  Tensor gmq = G.channels_last ? gmq_.t().contiguous() : padded(gmq_);
-  const int64_t gms = P + V, gmqs = Q + V;
+  // the kernels read g_marg position-major: (P, C)
+  Tensor gm = gm_.t().contiguous();
+  Tensor gmq = gmq_.t().contiguous();
   const T* xd = x.data_ptr<T>();
   const T* sd = stats.data_ptr<T>();
   const T* gmd = gm.data_ptr<T>();
@@ -369,45 +284,35 @@ void backward_impl(const Tensor& x, const Geometry& G, T eps, T ge0, T ge1, cons
       const int64_t h0 = g * G.rows, nrows = std::min(G.rows, G.H - h0), p0 = h0 * W, n = nrows * W;
       const int64_t nq = G.windows(g), q0 = (h0 / std::max<int64_t>(k, 1)) * G.Wq;
       const int64_t b0 = j * kBatchChunk, b1 = std::min(G.B, b0 + kBatchChunk);
-      const int64_t ms = round_up<T>(n), mqs = std::max(round_up<T>(nq), int64_t(1));
-      std::vector<T> buf(C * V), xp(C * mqs, T(0)), gp(C * mqs);
+      std::vector<T> buf(C), xp(C), gp(C);
+      std::vector<T> rows_in(G.channels_last ? 0 : C * n), rows_out(G.channels_last ? 0 : C * n);
+      using Vec = Vectorized<T>;
       for (int64_t b = b0; b < b1; ++b) {
         const T* srow = sd + b * G.srow;
-        if (!G.channels_last) {
-          const T* base = xd + b * C * P + p0;
-          T* out = gd + b * C * P + p0;
-          const bool full_ok = b * C * P + p0 + (C - 1) * P + ms <= G.B * C * P;
-          backward_cm(base, P, C, n, full_ok, eps, ge0, srow + p0, srow + P + p0, gmd + p0, gms, buf.data(), out, P);
-          if (nq) {
-            pool_cm(base, P, C, W, k, nq, xp.data(), mqs);
-            backward_cm(xp.data(), mqs, C, nq, true, eps, ge1, srow + 2 * P + q0, srow + 2 * P + Q + q0, gmqd + q0,
-                        gmqs, buf.data(), gp.data(), mqs);
-            for (int64_t c = 0; c < C; ++c)
-              for (int64_t i = 0; i < k; ++i)
-                for (int64_t q = 0; q < nq; ++q) {
-                  const T v = gp[c * mqs + q] * wk;
-                  T* o = out + c * P + i * W + q * k;
-                  for (int64_t jj = 0; jj < k; ++jj) o[jj] += v;
-                }
-          }
+        const T* base;
+        T* out;
+        if (G.channels_last) {
+          base = xd + (b * P + p0) * C;
+          out = gd + (b * P + p0) * C;
         } else {
-          const T* base = xd + (b * P + p0) * C;
-          T* out = gd + (b * P + p0) * C;
-          for (int64_t p = 0; p < n; ++p)
-            backward_pm(base + p * C, C, eps, ge0, srow[p0 + p], srow[P + p0 + p], gmd + (p0 + p) * C, buf.data(),
-                        out + p * C);
-          using Vec = Vectorized<T>;
-          for (int64_t q = 0; q < nq; ++q) {
-            pool_pm(base, C, W, k, q, xp.data());
-            backward_pm(xp.data(), C, eps, ge1, srow[2 * P + q0 + q], srow[2 * P + Q + q0 + q], gmqd + (q0 + q) * C,
-                        buf.data(), gp.data());
-            for (int64_t i = 0; i < k; ++i)
-              for (int64_t jj = 0; jj < k; ++jj) {
-                T* o = out + (i * W + q * k + jj) * C;
-                at::vec::map2([wk](Vec a, Vec b) { return a + b * Vec(wk); }, o, o, gp.data(), C);
-              }
-          }
+          to_rows(xd + b * C * P + p0, P, C, n, rows_in.data());
+          base = rows_in.data();
+          out = rows_out.data();
         }
+        for (int64_t p = 0; p < n; ++p)
+          backward_pm(base + p * C, C, eps, ge0, srow[p0 + p], srow[P + p0 + p], gmd + (p0 + p) * C, buf.data(),
+                      out + p * C);
+        for (int64_t q = 0; q < nq; ++q) {
+          pool_pm(base, C, W, k, q, xp.data());
+          backward_pm(xp.data(), C, eps, ge1, srow[2 * P + q0 + q], srow[2 * P + Q + q0 + q], gmqd + (q0 + q) * C,
+                      buf.data(), gp.data());
+          for (int64_t i = 0; i < k; ++i)
+            for (int64_t jj = 0; jj < k; ++jj) {
+              T* o = out + (i * W + q * k + jj) * C;
+              at::vec::map2([wk](Vec a, Vec b) { return a + b * Vec(wk); }, o, o, gp.data(), C);
+            }
+        }
+        if (!G.channels_last) from_rows(rows_out.data(), C, n, gd + b * C * P + p0, P);
       }
     }
   });

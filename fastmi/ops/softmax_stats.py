@@ -101,23 +101,16 @@ _ctx, _bwd = _make_autograd(lambda *a: softmax_stats_triton_backward(*a))
 softmax_stats_triton.register_autograd(_bwd, setup_context=_ctx)
 
 
-SMALL_MAP = 16  # positions below which the CPU kernel runs NCHW states channels-last
-
-
-def dense_layout(x: Tensor, backend: str) -> Tensor:
-    """x itself when it is NCHW- or channels-last-contiguous (the kernels' two layouts), else a copy.
-    On CPU a small NCHW map (H*W < 16, e.g. 3 x 3) goes channels-last: the NCHW kernel vectorizes
-    over positions, which wastes most lanes there (the copy is autograd-tracked and cheap)."""
-    if x.is_contiguous(memory_format=torch.channels_last):
+def dense_layout(x: Tensor) -> Tensor:
+    """x itself when it is NCHW- or channels-last-contiguous (the kernels' two layouts), else a copy."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
         return x
-    if backend == "cpu" and x.shape[2] * x.shape[3] < SMALL_MAP:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x if x.is_contiguous() else x.contiguous()
+    return x.contiguous()
 
 
 def softmax_stats(x: Tensor, pool: int, eps: float, backend: str):
     """(ent, marg, marg_pool, stats) of a 4-D state with the chosen fused backend (autograd-aware)."""
-    x = dense_layout(x, backend)
+    x = dense_layout(x)
     if backend == "triton":
         return softmax_stats_triton(x, pool, eps)
     if x.dtype not in (torch.float32, torch.float64):
