@@ -232,6 +232,11 @@ def _nb_state(x, arg: str, name: str) -> torch.Tensor:
 
 def _nb_backend(backend: str, x: torch.Tensor, name: str) -> str:
     b = _backend.select(backend, x, name)
+    if b == "cuda":  # this family's GPU path is Triton only
+        if backend == "cuda":
+            raise RuntimeError(f"{name}: backend='cuda' is not available for this loss (its GPU kernel is Triton; "
+                               "use backend='triton' or 'auto')")
+        b = _backend._fallback("softmax_stats has no CUDA C++ kernel and Triton is not available")
     if b == "cpu" and not _softmax_stats.CPU_KERNEL:
         b = _backend._fallback("the loaded fastmi._C has no softmax_stats kernel (rebuild: pip install -e .)")
     return b
