@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastmi  # noqa: E402
 
-FAMILIES = ["critic_lse", "separable", "fd_jacobian", "mmd_imq"]
+FAMILIES = ["critic_lse", "separable", "fd_jacobian", "mmd_imq", "softmax_stats"]
 
 
 def copy_bandwidth(do_bench) -> float:

@@ -33,4 +33,9 @@ TORCH_LIBRARY(fastmi, m) {
   // MMD^2 with the inverse-multiquadric kernel; returns (value, dvalue/dx, dvalue/dy), the gradients
   // computed in the same pass when want_grad (else 0 x K).
   m.def("mmd_imq(Tensor x, Tensor y, float[] scales, bool unbiased, bool want_grad) -> (Tensor, Tensor, Tensor)");
+  // softmax_stats: x is B x C x H x W; pool = k x k average-pool kernel of the second scale (0: none)
+  m.def("softmax_stats(Tensor x, int pool, float eps) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "softmax_stats_backward(Tensor grad_ent, Tensor grad_marg, Tensor grad_marg_pool, Tensor x, "
+      "Tensor stats, int pool, float eps) -> Tensor");
 }

@@ -9,11 +9,12 @@ from .ops import critic_lse as _critic_lse_ops  # noqa: F401  (registers the cus
 from .ops import separable as _separable_ops  # noqa: F401
 from .ops import fd_jacobian as _fd_jacobian_ops  # noqa: F401
 from .ops import mmd_imq as _mmd_imq_ops  # noqa: F401
-from ._result import MIResult
+from .ops import softmax_stats as _softmax_stats_ops  # noqa: F401
+from ._result import MIResult, NBMIMResult
 from . import functional, nn, reference  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["MIResult", "functional", "nn", "reference", "info", "__version__"]
+__all__ = ["MIResult", "NBMIMResult", "functional", "nn", "reference", "info", "__version__"]
 
 
 def info() -> dict:

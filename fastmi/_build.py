@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
-FAMILIES = ("critic_lse", "separable", "fd_jacobian", "mmd_imq")
+FAMILIES = ("critic_lse", "separable", "fd_jacobian", "mmd_imq", "softmax_stats")
 
 
 def cpu_sources() -> list[str]:

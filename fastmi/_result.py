@@ -12,3 +12,14 @@ class MIResult(NamedTuple):
 
     loss: torch.Tensor
     mi: torch.Tensor
+
+
+class NBMIMResult(NamedTuple):
+    """Neural Bayes MIM (``fastmi.functional.nb_mim``). ``loss``: the scalar to minimize, the mean
+    over scales of ent + (1 + alpha) R_p. ``entropy`` and ``prior``: the detached per-scale terms
+    ent and R_p, 1-D, in the order state 0, state 0 pooled, state 1, state 1 pooled, ... (a B x C
+    state, or pool=0, has no pooled scale)."""
+
+    loss: torch.Tensor
+    entropy: torch.Tensor
+    prior: torch.Tensor

@@ -30,12 +30,13 @@ from typing import Optional
 import torch
 
 from . import _backend, _critic_bounds, _scores, _separable, _validate, reference
+from ._result import MIResult, NBMIMResult
 from .ops import fd_jacobian as _fd_ops
-from ._result import MIResult
 from .ops import mmd_imq as _mmd_imq_ops
+from .ops import softmax_stats as _softmax_stats
 
 __all__ = ["infonce", "dv", "mine", "nwj", "tuba", "js", "smile", "infonce_separable", "dv_separable", "nwj_separable",
-           "perturb_in_span", "fd_smoothness", "jacobian_smoothness"]
+           "perturb_in_span", "fd_smoothness", "jacobian_smoothness", "nb_mim", "nb_mi", "nb_dms"]
 
 
 def _scores_of(name, scores, joint, marginal, positives, negatives):
@@ -530,3 +531,154 @@ def gaussian_kl(mu, std, *, sigma=1.0) -> torch.Tensor:
     if not torch.compiler.is_compiling() and not bool((std > 0).all()):
         raise ValueError(f"{name}: std must be > 0 everywhere (it is a standard deviation)")
     return reference.gaussian_kl(mu, std, sigma=s)
+# --- Neural Bayes (paper 000; SPEC 1.1, 1.3, 1.4) ----------------------------------------------
+
+
+def _nb_state(x, arg: str, name: str) -> torch.Tensor:
+    x = _validate.tensor(x, arg, name)
+    if x.dim() not in (2, 4):
+        raise ValueError(f"{name}: {arg} must be B x C or B x C x H x W (pre-softmax), got shape {tuple(x.shape)}")
+    if x.shape[1] < 2:
+        raise ValueError(f"{name}: {arg} needs C >= 2 channels for a softmax, got C={x.shape[1]}")
+    return x
+
+
+def _nb_backend(backend: str, x: torch.Tensor, name: str) -> str:
+    b = _backend.select(backend, x, name)
+    if b == "cuda":  # this family's GPU path is Triton only
+        if backend == "cuda":
+            raise RuntimeError(f"{name}: backend='cuda' is not available for this loss (its GPU kernel is Triton; "
+                               "use backend='triton' or 'auto')")
+        b = _backend._fallback("softmax_stats has no CUDA C++ kernel and Triton is not available")
+    if b == "cpu" and not _softmax_stats.CPU_KERNEL:
+        b = _backend._fallback("the loaded fastmi._C has no softmax_stats kernel (rebuild: pip install -e .)")
+    return b
+
+
+def _check_finite(values: torch.Tensor, what: str, name: str) -> None:
+    """NaN/+inf in a state makes its entropy sum non-finite; checked once per call (one sync), not
+    under torch.compile (a data-dependent branch)."""
+    if torch.compiler.is_compiling():
+        return
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(f"{name}: {what} has non-finite values (NaN or +inf)")
+
+
+def _nb_state_terms(h: torch.Tensor, k: int, prior: str, eps: float, b: str):
+    """(ent, R_p) per scale of one state with a fused backend: one kernel call for both scales."""
+    x = h if h.dim() == 4 else h[:, :, None, None]
+    B, C, H, W = x.shape
+    ent_sum, marg, marg_pool, _ = _softmax_stats.softmax_stats(x, k, eps, b)
+    ents = [-ent_sum[0] / (B * H * W)]
+    priors = [reference.nb_prior(marg / B, prior, eps)]
+    if k:
+        Q = marg_pool.shape[1]
+        ents.append(-ent_sum[1] / (B * Q))
+        priors.append(reference.nb_prior(marg_pool / B, prior, eps))
+    return ents, priors
+
+
+def nb_mim(states, *, alpha=2.0, prior="v2", pool=2, eps=1e-7, backend="auto") -> NBMIMResult:
+    """Neural Bayes MIM loss (Arpit et al., SPEC 1.3-1.4) over hidden states and their pooled scales.
+
+    ``states``: a list of pre-softmax states, B x C x H x W or B x C. Scales of a 4-D state: the state
+    and its average pool with kernel = stride = min(pool, H, W), floor mode (pool=0: no pooled scale).
+    Per scale z, with S = softmax_c(z), E = mean_b S (per channel and position, with gradient):
+
+        ent = -(1/(B*pos)) sum_{b,pos} sum_c S log(sg(S) + eps)
+        v2:  R_p = mean_pos sum_c -[ (1/C) log E + (1 - 1/C) log(1 - E) ]
+        v1:  R_p = mean_pos sum_c E log sg(E)
+        loss = (1/N_scales) sum_scales [ ent + (1 + alpha) R_p ]
+
+    E is clamped to [eps, 1 - eps] inside the logs (a collapsed unit: finite loss, no NaN). Returns
+    NBMIMResult(loss, entropy, prior) with the detached per-scale terms. NaN/+inf in a state raise
+    ValueError (checked from the kernel's entropy sums; skipped under torch.compile).
+    """
+    name = "nb_mim"
+    if isinstance(states, torch.Tensor):
+        states = [states]
+    if not isinstance(states, (list, tuple)) or not states:
+        raise TypeError(f"{name}: states must be a non-empty list of tensors")
+    states = [_nb_state(h, f"states[{i}]", name) for i, h in enumerate(states)]
+    _validate.same_device(name, **{f"states[{i}]": h for i, h in enumerate(states)})
+    a = _validate.number(alpha, "alpha", name)
+    if math.isinf(a):
+        raise ValueError(f"{name}: alpha must be finite")
+    if prior not in ("v1", "v2"):
+        raise ValueError(f"{name}: prior must be 'v2' (cross-entropy to the uniform prior) or 'v1', got {prior!r}")
+    if pool is None:
+        pool = 0
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
+        raise ValueError(f"{name}: pool must be an int >= 0 (0: no pooled scale), got {pool!r}")
+    e = _validate.number(eps, "eps", name, low=0.0, strict=True, high=0.5, high_strict=True)
+    b = _nb_backend(backend, states[0], name)
+    ents, priors, owner = [], [], []
+    for i, h in enumerate(states):
+        k = min(pool, h.shape[2], h.shape[3]) if (h.dim() == 4 and pool) else 0
+        if b == "reference":
+            terms = [reference.nb_scale_terms(z, prior, e) for z in reference.nb_scales(h, pool)]
+            es, rs = [t[0] for t in terms], [t[1] for t in terms]
+        else:
+            es, rs = _nb_state_terms(h, k, prior, e, b)
+        ents += es
+        priors += rs
+        owner += [i] * len(es)
+    ent, rp = torch.stack(ents), torch.stack(priors)
+    if not torch.compiler.is_compiling():
+        bad = (~torch.isfinite(ent)).nonzero()
+        if bad.numel():
+            raise ValueError(f"{name}: states[{owner[int(bad[0, 0])]}] has non-finite values (NaN or +inf)")
+    loss = (ent + (1.0 + a) * rp).mean()
+    return NBMIMResult(loss, ent.detach(), rp.detach())
+
+
+def nb_mi(state, *, backend="auto") -> torch.Tensor:
+    """Closed-form mutual information of a softmax state (Neural Bayes), detached:
+
+        I(x; z) = mean_pos [ H(mean_b S) - mean_b H(S) ],   S = softmax_c(state),  H(p) = -sum_c p log p
+
+    ``state``: B x C or B x C x H x W, pre-softmax. 0 <= I <= log C.
+    """
+    name = "nb_mi"
+    h = _nb_state(state, "state", name)
+    b = _nb_backend(backend, h, name)
+    with torch.no_grad():
+        if b == "reference":
+            mi = reference.nb_mi(h)
+        else:
+            x = h if h.dim() == 4 else h[:, :, None, None]
+            B = x.shape[0]
+            ent_sum, marg, _, _ = _softmax_stats.softmax_stats(x, 0, 0.0, b)
+            E = marg / B
+            marg_h = -torch.special.xlogy(E, E).sum(0).mean()
+            mi = marg_h + ent_sum[0] / (B * marg.shape[1])
+    _check_finite(mi[None], "state", name)
+    return mi
+
+
+def nb_dms(logits, *, eps=1e-7, scale="code", backend="auto") -> torch.Tensor:
+    """Neural Bayes disjoint-manifold-separation loss (SPEC 1.1; paper Eq 5, K-partition Appendix B Eq 23),
+    for K >= 2 softmax outputs (K = 2: the binary partition):
+
+        L = softmax(logits),  E = mean_b L  (with gradient: the batch is the estimate of E_x[L])
+        f = L / E + eps,      g = (1 - L) / (1 - E) + eps
+        scale="code":  loss = mean_{b,k} [ f log(1 + g/f) + g log(1 + f/g) ]   (the authors' DML.ipynb)
+        scale="paper": loss = code / 2                                           (Eq 5 / Eq 23: 1/2 per term)
+
+    E is clamped to [eps, 1 - eps]. The factor 2 does not move the minimizer, only the loss scale
+    (and so the effective weight of R_c next to it). B x K is small: every backend runs the same
+    PyTorch composite (the cost is in the network); ``backend`` is validated for uniformity.
+    """
+    name = "nb_dms"
+    x = _validate.tensor(logits, "logits", name, ndim=2)
+    if x.shape[1] < 2:
+        raise ValueError(f"{name}: logits need K >= 2 outputs (use two softmax units for a binary partition), "
+                         f"got K={x.shape[1]}")
+    e = _validate.number(eps, "eps", name, low=0.0, strict=True, high=0.5, high_strict=True)
+    if scale not in ("code", "paper"):
+        raise ValueError(f"{name}: scale must be 'code' (the authors' code) or 'paper' (Eq 5, half of it), "
+                         f"got {scale!r}")
+    _backend.select(backend, x, name)
+    loss = reference.nb_dms(x, eps=e, scale=scale)
+    _check_finite(loss.detach()[None], "logits", name)
+    return loss

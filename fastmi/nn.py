@@ -177,6 +177,23 @@ class JacobianSmoothness(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
 
 
+class NeuralBayesMIM(nn.Module):
+    """``F.nb_mim`` as a module: forward(states) -> NBMIMResult(loss, entropy, prior).
+
+    alpha: weight of the prior term, (1 + alpha) R_p; prior: "v2" (the authors' code) or "v1";
+    pool: kernel of the extra average-pooled scale of each 4-D state (0: none)."""
+
+    def __init__(self, *, alpha=2.0, prior="v2", pool=2, eps=1e-7, backend="auto"):
+        super().__init__()
+        self.options = dict(alpha=alpha, prior=prior, pool=pool, eps=eps, backend=backend)
+
+    def forward(self, states):
+        return F.nb_mim(states, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
 class MMDPrior(nn.Module):
     """Variational InfoMax's prior penalty as a module: ``F.mmd_imq_prior(z)``, MMD^2 between the
     codes z (n x K) and a fresh N(0, sigma^2 I) sample each call, kernel C / (C + ||a - b||^2)
@@ -191,6 +208,21 @@ class MMDPrior(nn.Module):
 
     def forward(self, z, generator=None):
         return F.mmd_imq_prior(z, generator=generator, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
+class NeuralBayesDMS(nn.Module):
+    """``F.nb_dms`` as a module: forward(logits) -> scalar loss. scale="code" (the authors' code,
+    default) or "paper" (Eq 5, half of it)."""
+
+    def __init__(self, *, eps=1e-7, scale="code", backend="auto"):
+        super().__init__()
+        self.options = dict(eps=eps, scale=scale, backend=backend)
+
+    def forward(self, logits):
+        return F.nb_dms(logits, **self.options)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items())

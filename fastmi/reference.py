@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as TF
 
 from . import _scores
-from ._result import MIResult
+from ._result import MIResult, NBMIMResult
 
 
 def straight_through(grad_value: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -392,3 +392,92 @@ def gaussian_kl(mu: torch.Tensor, std: torch.Tensor, *, sigma: float = 1.0) -> t
     var = std * std
     kl = 0.5 * ((var + mu * mu) / s2 - 1.0 - torch.log(var / s2))
     return kl.reshape(kl.shape[0], -1).sum(1).mean() if kl.dim() > 1 else kl.sum()
+# --- Neural Bayes (paper 000; SPEC sections 1.1-1.4) -------------------------------------------
+
+
+def nb_scales(state: torch.Tensor, pool: int) -> list[torch.Tensor]:
+    """The scales of one hidden state: the state itself and, for a B x C x H x W state with pool > 0,
+    its average pool with kernel = stride = min(pool, H, W), floor mode (the authors' AvgPool2d)."""
+    if state.dim() == 4 and pool:
+        k = min(pool, state.shape[2], state.shape[3])
+        return [state, TF.avg_pool2d(state, k, k)]
+    return [state]
+
+
+def nb_prior(marginal: torch.Tensor, prior: str, eps: float) -> torch.Tensor:
+    """The prior term R_p of one scale from its batch marginal E (C x positions, with gradient):
+
+        v2: R_p = mean_pos sum_c -[ (1/C) log E + (1 - 1/C) log(1 - E) ]
+        v1: R_p = mean_pos sum_c E log sg(E)
+
+    E is clamped to [eps, 1 - eps] inside the logs, so a collapsed unit (E = 0 or 1) gives a finite
+    value and no gradient through the clamp instead of inf/NaN.
+    """
+    C = marginal.shape[0]
+    Ec = marginal.clamp(eps, 1.0 - eps)
+    if prior == "v2":
+        per_pos = -((1.0 / C) * Ec.log() + (1.0 - 1.0 / C) * (-Ec).log1p()).sum(0)
+    else:
+        per_pos = (marginal * Ec.detach().log()).sum(0)
+    return per_pos.mean()
+
+
+def nb_scale_terms(z: torch.Tensor, prior: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ent, R_p) of one scale z (B x C or B x C x H x W, pre-softmax):
+
+        S = softmax_c(z),  ent = -(1/(B*pos)) sum_{b,pos} sum_c S log(sg(S) + eps),  E = mean_b S
+    """
+    S = torch.softmax(_upcast(z), dim=1)
+    ent = -(S * (S.detach() + eps).log()).sum(1).mean()
+    E = S.mean(0).reshape(S.shape[1], -1)
+    return ent, nb_prior(E, prior, eps)
+
+
+def nb_mim(states, *, alpha: float = 2.0, prior: str = "v2", pool: int = 2, eps: float = 1e-7):
+    """Neural Bayes MIM loss (v2 prior by default, v1 with prior="v1") over every state and scale:
+
+        loss = (1/N_s) sum_{scales} [ ent + (1 + alpha) R_p ]
+
+    Returns NBMIMResult(loss, entropy, prior): the scalar loss and the detached per-scale terms
+    (1-D tensors in the order state 0, state 0 pooled, state 1, ...)."""
+    ents, priors = [], []
+    for h in states:
+        for z in nb_scales(h, pool):
+            e, r = nb_scale_terms(z, prior, eps)
+            ents.append(e)
+            priors.append(r)
+    ent, rp = torch.stack(ents), torch.stack(priors)
+    loss = (ent + (1.0 + alpha) * rp).mean()
+    return NBMIMResult(loss, ent.detach(), rp.detach())
+
+
+def nb_mi(state: torch.Tensor) -> torch.Tensor:
+    """Closed-form I(x; z) of a softmax state, per position, averaged over positions (detached):
+
+        I = mean_pos [ H(mean_b S) - mean_b H(S) ],   H(p) = -sum_c p log p
+    """
+    with torch.no_grad():
+        logp = torch.log_softmax(_upcast(state), dim=1)
+        S = logp.exp()
+        cond = -(S * logp).sum(1).mean(0)
+        E = S.mean(0)
+        marg = -torch.special.xlogy(E, E).sum(0)
+        return (marg - cond).mean()
+
+
+def nb_dms(logits: torch.Tensor, *, eps: float = 1e-7, scale: str = "code") -> torch.Tensor:
+    """Neural Bayes DMS loss (K >= 2 softmax outputs; K = 2 is the binary case, K > 2 Appendix B Eq 23):
+
+        L = softmax(logits), E = mean_b L (with gradient),
+        f = L / E + eps,  g = (1 - L) / (1 - E) + eps,
+        code:  loss = mean_{b,k} [ f log(1 + g/f) + g log(1 + f/g) ]
+        paper: loss = code / 2   (Eq 5 and Eq 23 carry a 1/2 on each term; the authors' code does not)
+
+    E is clamped to [eps, 1 - eps] so that a unit that is 0 or 1 on the whole batch stays finite.
+    """
+    L = torch.softmax(_upcast(logits), dim=1)
+    E = L.mean(0, keepdim=True).clamp(eps, 1.0 - eps)  # a collapsed unit: finite, not 0/0
+    f = L / E + eps
+    g = (1.0 - L) / (1.0 - E) + eps
+    val = (f * torch.log1p(g / f) + g * torch.log1p(f / g)).mean()
+    return val if scale == "code" else 0.5 * val
