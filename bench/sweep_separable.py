@@ -3,7 +3,9 @@ reference (x @ y.T then InfoNCE) eager and compiled, each point in a fresh child
 (``bench.memory``). Dense points are skipped where their extrapolated peak would not fit in this
 machine's memory; the fused path goes on to larger n. Writes JSON and a PNG plot.
 
-    python -m bench.sweep_separable [--sizes 1024 2048 ...] [--d 128]
+    python -m bench.sweep_separable [--sizes 1024 2048 ...] [--d 128] [--impls fused compiled] [--merge]
+
+--merge keeps the rows of an earlier run (replacing those measured again) and redraws the plot.
 """
 from __future__ import annotations
 
@@ -79,7 +81,8 @@ def plot(rows, path: str, title: str) -> None:
     total = total_memory_bytes()
     if total:
         ax_m.axhline(total / 2**20, color="gray", lw=0.8)
-        ax_m.text(rows[0]["n"], total / 2**20 * 1.15, "machine memory", color="gray", fontsize=8)
+        ax_m.set_ylim(top=total / 2**20 * 3)
+        ax_m.text(min(r["n"] for r in rows), total / 2**20 * 1.2, "this machine's memory", color="gray", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -89,17 +92,29 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048, 4096, 8192, 16384, 24576, 32768, 65536])
     p.add_argument("--d", type=int, default=128)
+    p.add_argument("--impls", nargs="*", default=["fused", "reference", "compiled"])
+    p.add_argument("--merge", action="store_true", help="update the rows of the last run instead of replacing it")
+    p.add_argument("--plot-only", action="store_true", help="redraw the PNG from the last run's JSON")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.plot_only:
+        with open(os.path.join(RESULTS, "separable-sweep-cpu.json")) as f:
+            data = json.load(f)
+        m = data["meta"]
+        plot(data["rows"], os.path.join(RESULTS, "separable-sweep-cpu.png"),
+             f"separable InfoNCE, CPU ({m['threads']} threads), d={m['d']}, float32, {m['date']}")
+        return 0
     if args.child:
         impl, n, d, repeat = args.child
         print(json.dumps(_measure(impl, int(n), int(d), int(repeat))))
         return 0
     total = total_memory_bytes() or float("inf")
-    per_n2 = {}  # measured dense bytes per n^2, to decide whether a larger dense point fits
+    # dense bytes per n^2 at the largest n measured so far (small n overstate it: fixed overheads),
+    # to decide whether a larger dense point fits in memory
+    per_n2 = {}
     rows = []
     for n in args.sizes:
-        for impl in ("fused", "reference", "compiled"):
+        for impl in args.impls:
             if impl != "fused" and impl in per_n2 and per_n2[impl] * n * n > 0.8 * total:
                 rows.append({"impl": impl, "n": n, "skipped": f"needs about {per_n2[impl] * n * n / 2**30:.0f} GiB"})
                 print(f"n={n:<6} {impl:<10} skipped: {rows[-1]['skipped']}", flush=True)
@@ -109,7 +124,7 @@ def main(argv=None) -> int:
             rows.append(r)
             if "seconds" in r:
                 if impl != "fused":
-                    per_n2[impl] = max(per_n2.get(impl, 0), r["peak_extra_bytes"] / n**2)
+                    per_n2[impl] = r["peak_extra_bytes"] / n**2
                 print(f"n={n:<6} {impl:<10} {r['seconds']:8.3f} s  peak extra {r['peak_extra_bytes'] / 2**20:9.1f} MiB",
                       flush=True)
             else:
@@ -119,7 +134,15 @@ def main(argv=None) -> int:
     meta = dict(date=when, cpu=cpu, threads=torch.get_num_threads(), torch=torch.__version__, d=args.d,
                 memory_bytes=None if total == float("inf") else total)
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "separable-sweep-cpu.json"), "w") as f:
+    path = os.path.join(RESULTS, "separable-sweep-cpu.json")
+    if args.merge and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        fresh = {(r["impl"], r["n"]) for r in rows}
+        rows = sorted([r for r in old["rows"] if (r["impl"], r["n"]) not in fresh] + rows,
+                      key=lambda r: (r["n"], r["impl"]))
+        meta["merged_with"] = old["meta"]
+    with open(path, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     plot(rows, os.path.join(RESULTS, "separable-sweep-cpu.png"),
          f"separable InfoNCE, CPU ({meta['threads']} threads), d={args.d}, float32, {when}")
