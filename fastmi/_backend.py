@@ -72,11 +72,43 @@ def _fallback(reason: str) -> str:
     return "reference"
 
 
-def select(backend: str, tensor: torch.Tensor, name: str, kernels: tuple = ("triton", "cuda", "cpu")) -> str:
+_EXT_OPS: dict = {}
+
+
+def ext_has_op(op: str) -> bool:
+    """Whether the loaded fastmi._C has a CPU kernel for ``fastmi::<op>`` (an extension built
+    before the op's family was added has not: then that family falls back instead of failing).
+    Probed once per op in eager mode (each family's ops module probes at import)."""
+    known = _EXT_OPS.get(op)
+    if known is not None:
+        return known
+    if torch.compiler.is_compiling():  # not probed yet: tracing assumes it (a missing op fails loudly there)
+        return True
+    try:
+        known = _CPU[0] and bool(torch._C._dispatch_has_kernel_for_dispatch_key(f"fastmi::{op}", "CPU"))
+    except RuntimeError:  # the op's schema is not registered at all
+        known = False
+    _EXT_OPS[op] = known
+    return known
+
+
+def select(backend: str, tensor: torch.Tensor, name: str, kernels: tuple = ("triton", "cuda", "cpu"),
+           ext_op: str | None = None) -> str:
     """The concrete backend for a call on ``tensor``; raises if an explicitly requested one cannot run.
 
     ``kernels``: the fused backends the loss's family has (e.g. no CUDA kernel where Triton is the
-    GPU path)."""
+    GPU path). ``ext_op``: the family's op in fastmi._C, checked before "cpu"/"cuda" is chosen."""
+    b = _select(backend, tensor, name, kernels)
+    if ext_op is not None and b in ("cpu", "cuda") and not ext_has_op(ext_op):
+        why = (f"the loaded fastmi._C has no fastmi::{ext_op} (it was built before this family; rebuild with "
+               "pip install --no-build-isolation -e .)")
+        if backend != "auto":
+            raise RuntimeError(f"{name}: backend={backend!r} is not available: {why}")
+        b = _fallback(why)
+    return b
+
+
+def _select(backend: str, tensor: torch.Tensor, name: str, kernels: tuple) -> str:
     if backend == "auto":
         backend = os.environ.get("FASTMI_BACKEND", "auto") or "auto"
         if backend not in BACKENDS:

@@ -229,7 +229,7 @@ def _prepare_separable(name, x, y, temperature, normalize, positives, negatives,
     x, y = _separable.check_pair(x, y, name)
     t = _separable.check_temperature(temperature, x, name)
     layout = _separable.layout_of(x, y, positives, negatives, infonce=infonce, name=name)
-    b = _backend.select(backend, x, name, kernels=_SEPARABLE_KERNELS)
+    b = _backend.select(backend, x, name, kernels=_SEPARABLE_KERNELS, ext_op="separable_lse")
     return x, y, t, layout, b
 
 
@@ -296,8 +296,13 @@ def nwj_separable(x, y, *, temperature=1.0, normalize=False, positives=None, neg
     sx, sy = _separable.scales(x, y, t, normalize, "nwj_separable")
     rows, _ = _separable.row_stats(x, y, sx, sy, layout, b)
     return _critic_bounds.nwj(rows, False, reg)
+
+
 # ---------------------------------------------------------------------------------------------
 # fd_jacobian: Neural Bayes' smoothness regularizer R_c (SPEC section 1.2)
+_FD_KERNELS = ("triton", "cpu")  # Triton is the GPU path of this family (no CUDA C++ kernel)
+
+
 def _zeta_arg(zeta, B: int, device, name: str):
     """zeta as given by the user: a nonzero finite number, or a tensor of shape [], [1] or [B]."""
     if isinstance(zeta, (int, float)) and not isinstance(zeta, bool):
@@ -356,7 +361,7 @@ def perturb_in_span(x, *, zeta=None, zeta_std=0.1, noise="bernoulli", center=Tru
             raise ValueError(f"{name}: zeta_std must be finite")
     else:
         zeta = _zeta_arg(zeta, B, x.device, name)
-    b = _backend.select(backend, x, name)
+    b = _backend.select(backend, x, name, kernels=_FD_KERNELS, ext_op="fd_perturb")
     if b == "reference":
         return reference.perturb_in_span(x, zeta=zeta, zeta_std=zeta_std, noise=noise, center=center,
                                          per_sample_zeta=per_sample_zeta, generator=generator)
@@ -397,7 +402,7 @@ def fd_smoothness(f_clean, f_perturbed, zeta, *, pool=None, backend="auto"):
     if pool == "global" and a.dim() < 3:
         raise ValueError(f"{name}: pool='global' needs a B x C x H x W (or B x C x ...) state, got shape {tuple(a.shape)}")
     z = _zeta_arg(zeta, a.shape[0], a.device, name)
-    b = _backend.select(backend, a, name)
+    b = _backend.select(backend, a, name, kernels=_FD_KERNELS, ext_op="fd_sqdiff")
     if b == "reference":
         return reference.fd_smoothness(a, p, z, pool=pool)
     hw = math.prod(a.shape[2:]) if pool == "global" else 1

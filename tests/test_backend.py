@@ -71,3 +71,25 @@ def test_fastmi_info_cli():
     assert out.returncode == 0, out.stderr
     for name in ("triton", "cuda", "cpu", "reference"):
         assert name in out.stdout
+
+
+def test_stale_extension_without_a_family_op_falls_back(monkeypatch):
+    """A fastmi._C built before a family existed: auto falls back to the reference with a warning,
+    an explicit backend='cpu' says what is missing."""
+    import warnings
+
+    import fastmi.functional as F
+    from fastmi import _backend
+
+    if not fastmi.info()["cpu"][0]:
+        pytest.skip("fastmi._C not available")
+    monkeypatch.setitem(_backend._EXT_OPS, "separable_lse", False)
+    monkeypatch.setattr(_backend, "_warned", set())
+    x, y = torch.randn(5, 3), torch.randn(5, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = F.infonce_separable(x, y)
+    assert any("fastmi::separable_lse" in str(w.message) for w in caught)
+    torch.testing.assert_close(out.loss, F.infonce_separable(x, y, backend="reference").loss)
+    with pytest.raises(RuntimeError, match="separable_lse"):
+        F.infonce_separable(x, y, backend="cpu")

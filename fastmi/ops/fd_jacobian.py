@@ -57,7 +57,7 @@ def _make_autograd(backward_op):
 
 
 # --- C++ extension ops ------------------------------------------------------------------------
-if _backend.availability()["cpu"][0]:
+if _backend.ext_has_op("fd_perturb") and _backend.ext_has_op("fd_sqdiff"):
     torch.library.register_fake("fastmi::fd_perturb")(_fake_perturb)
     torch.library.register_fake("fastmi::fd_sqdiff")(_fake_sqdiff)
     torch.library.register_fake("fastmi::fd_sqdiff_backward")(_fake_sqdiff_backward)

@@ -81,7 +81,7 @@ def _make_autograd(backward_op):
 
 
 # --- C++ extension ops ------------------------------------------------------------------------
-if _backend.availability()["cpu"][0]:
+if _backend.ext_has_op("separable_lse"):
     torch.library.register_fake("fastmi::separable_lse")(_fake_forward)
     torch.library.register_fake("fastmi::separable_lse_backward")(_fake_backward)
     _ctx, _bwd = _make_autograd(lambda *a: torch.ops.fastmi.separable_lse_backward(*a))
