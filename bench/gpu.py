@@ -62,6 +62,14 @@ class Context:
             torch.cuda.empty_cache()
             return float("nan"), None
 
+    @staticmethod
+    def print_ratios(times: dict) -> None:
+        """One line per fused backend: its speed-up over the reference and over torch.compile."""
+        for label, ms in times.items():
+            if label.startswith("fused"):
+                print(f"    {label}: {times['reference'] / ms:.1f}x vs reference, "
+                      f"{times['compiled'] / ms:.1f}x vs compiled")
+
     def write(self, **row) -> dict:
         row = dict(row, device=self.device, torch=torch.__version__, triton=self.triton_version,
                    peak_bandwidth_gbs=self.peak_bw / 1e9, date=self.now)

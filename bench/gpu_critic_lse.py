@@ -29,9 +29,6 @@ def run(ctx) -> None:
                     print(f"critic_lse {name:<8} {dtype_name:<9} n={n:<6} {label:<13} {ms:9.3f} ms  "
                           f"{row['bandwidth_gbs']:7.0f} GB/s ({row['bandwidth_gbs'] * 1e9 / ctx.peak_bw:5.1%})  "
                           f"extra {('%.1f MiB' % (mem / 2**20)) if mem is not None else 'OOM'}")
-                for label, ms in times.items():
-                    if label.startswith("fused"):
-                        print(f"    {label}: {times['reference'] / ms:.1f}x vs reference, "
-                              f"{times['compiled'] / ms:.1f}x vs compiled")
+                ctx.print_ratios(times)
             del s
             torch.cuda.empty_cache()

@@ -35,9 +35,6 @@ def run(ctx) -> None:
                     print(f"fd_jacobian {name:<18} {dtype_name:<9} B={B:<6} {label:<13} {ms:9.3f} ms  "
                           f"{row['bandwidth_gbs']:7.0f} GB/s  {row['tflops']:6.2f} TFLOP/s  "
                           f"extra {('%.1f MiB' % (mem / 2**20)) if mem is not None else 'OOM'}")
-                for label, ms in times.items():
-                    if label.startswith("fused"):
-                        print(f"    {label}: {times['reference'] / ms:.1f}x vs reference, "
-                              f"{times['compiled'] / ms:.1f}x vs compiled")
+                ctx.print_ratios(times)
                 del data
                 torch.cuda.empty_cache()

@@ -47,9 +47,6 @@ def run(ctx) -> None:
                     print(f"mmd_imq {name:<12} {dtype_name:<9} n={n:<6} {label:<13} {ms:9.3f} ms  "
                           f"{row['tflops']:6.2f} TFLOP/s ({row['tflops'] * 1e12 / peak:5.1%})  "
                           f"extra {('%.1f MiB' % (mem / 2**20)) if mem is not None else 'OOM'}")
-                for label, ms in times.items():
-                    if label.startswith("fused"):
-                        print(f"    {label}: {times['reference'] / ms:.1f}x vs reference, "
-                              f"{times['compiled'] / ms:.1f}x vs compiled")
+                ctx.print_ratios(times)
             del xy
             torch.cuda.empty_cache()

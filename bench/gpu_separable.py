@@ -36,9 +36,6 @@ def run(ctx) -> None:
                               peak_extra_bytes=mem, tflops=tflops)
                     print(f"separable {name:<8} {dtype_name:<9} n={n:<6} d={D} {label:<13} {ms:10.3f} ms  "
                           f"{tflops:6.1f} TFLOP/s  extra {('%.1f MiB' % (mem / 2**20)) if mem is not None else 'OOM/skipped'}")
-                for label, ms in times.items():
-                    if label.startswith("fused"):
-                        print(f"    {label}: {times['reference'] / ms:.1f}x vs reference, "
-                              f"{times['compiled'] / ms:.1f}x vs compiled")
+                ctx.print_ratios(times)
             del xy
             torch.cuda.empty_cache()

@@ -20,11 +20,9 @@ import sys
 
 
 def _status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(key)
+    from fastmi.timing import _proc_status
+
+    return _proc_status(key)
 
 
 def _measure(name: str, impl: str, n: int, family: str) -> int:

@@ -268,15 +268,8 @@ def dv_separable(x, y, *, temperature=1.0, normalize=False, positives=None, nega
 
     Equal to ``dv(x @ y.T / temperature, ...)``; ReDV with reg_weight > 0.
     """
-    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "dv_separable")
-    x, y, t, layout, b = _prepare_separable("dv_separable", x, y, temperature, normalize, positives, negatives, reg,
-                                            backend)
-    if b == "reference":
-        return reference.dv_separable(x, y, temperature=t, normalize=normalize, positives=positives,
-                                      negatives=negatives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
-    sx, sy = _separable.scales(x, y, t, normalize, "dv_separable")
-    rows, _ = _separable.row_stats(x, y, sx, sy, layout, b)
-    return _critic_bounds.dv(rows, False, reg)
+    return _dv_or_nwj_separable("dv_separable", _critic_bounds.dv, x, y, temperature, normalize, positives,
+                                negatives, reg_weight, reg_target, reg_norm, backend)
 
 
 def nwj_separable(x, y, *, temperature=1.0, normalize=False, positives=None, negatives=None, reg_weight=0.0,
@@ -287,15 +280,21 @@ def nwj_separable(x, y, *, temperature=1.0, normalize=False, positives=None, neg
 
     Equal to ``nwj(x @ y.T / temperature, ...)``; ReNWJ with reg_weight > 0.
     """
-    reg = _validate.regularization(reg_weight, reg_target, reg_norm, "nwj_separable")
-    x, y, t, layout, b = _prepare_separable("nwj_separable", x, y, temperature, normalize, positives, negatives, reg,
-                                            backend)
+    return _dv_or_nwj_separable("nwj_separable", _critic_bounds.nwj, x, y, temperature, normalize, positives,
+                                negatives, reg_weight, reg_target, reg_norm, backend)
+
+
+def _dv_or_nwj_separable(name, bound, x, y, temperature, normalize, positives, negatives, reg_weight, reg_target,
+                         reg_norm, backend) -> MIResult:
+    """The shared body of dv_separable / nwj_separable: both are functions of the row statistics."""
+    reg = _validate.regularization(reg_weight, reg_target, reg_norm, name)
+    x, y, t, layout, b = _prepare_separable(name, x, y, temperature, normalize, positives, negatives, reg, backend)
     if b == "reference":
-        return reference.nwj_separable(x, y, temperature=t, normalize=normalize, positives=positives,
-                                       negatives=negatives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
-    sx, sy = _separable.scales(x, y, t, normalize, "nwj_separable")
+        return getattr(reference, name)(x, y, temperature=t, normalize=normalize, positives=positives,
+                                        negatives=negatives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
+    sx, sy = _separable.scales(x, y, t, normalize, name)
     rows, _ = _separable.row_stats(x, y, sx, sy, layout, b)
-    return _critic_bounds.nwj(rows, False, reg)
+    return bound(rows, False, reg)
 
 
 # ---------------------------------------------------------------------------------------------
