@@ -172,6 +172,11 @@ class JacobianSmoothness(nn.Module):
 
     def forward(self, fn, x, generator=None):
         return F.jacobian_smoothness(fn, x, generator=generator, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
 class MMDPrior(nn.Module):
     """Variational InfoMax's prior penalty as a module: ``F.mmd_imq_prior(z)``, MMD^2 between the
     codes z (n x K) and a fresh N(0, sigma^2 I) sample each call, kernel C / (C + ||a - b||^2)
