@@ -189,7 +189,9 @@ def summarize(cfg, bench: str, results: dict) -> dict:
 def _cell(mean, ci, spec=".3f"):
     if not math.isfinite(mean):
         return "diverged"
-    return format(mean, spec) + (f"±{ci:.3f}" if math.isfinite(ci) else "")
+    if abs(mean) >= 1e4:  # a run that blew up but stayed finite: keep the column readable
+        spec = ".3g"
+    return format(mean, spec) + (f"±{ci:.3g}" if math.isfinite(ci) else "")
 
 
 def table(cfg, bench: str, summary: dict) -> str:
@@ -243,6 +245,9 @@ def _plot(path, cfg, bench, summary):
             ax.bar(xs + off, np.nan_to_num(vals, nan=0.0), width=0.4, label=f"ours, {part}")
             ax.scatter(xs + off, [paper[e][pidx + k] for e in ests], c="k", marker="_", s=200,
                        label="paper (CIFAR)" if k == 0 else None, zorder=3)
+        if key == "mi":  # a blown-up run (e.g. -1e30) would hide the others: cut the axis, say so
+            ax.set_ylim(-1.0, max(max(p[0], p[1]) for p in paper.values()) + 0.5)
+            title += " (axis cut at -1)"
         ax.set_xticks(xs, ests, fontsize=8)
         ax.set_title(f"{bench.upper()} {cfg.dataset}: {title}", fontsize=9)
         ax.legend(fontsize=7)
