@@ -82,3 +82,14 @@ def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "fastmi", "run", "--list"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "remine_gaussian" in out.stdout
+
+
+def test_missing_dataset_is_a_command_line_error(tmp_path, monkeypatch, capsys):
+    from fastmi.data import idx
+
+    monkeypatch.setitem(idx.DEFAULT_DIRS, "fashion-mnist", [])
+    with pytest.raises(SystemExit) as e:
+        runner.main(["remine_slb", "--quick", "--data-dir", str(tmp_path), "--out", str(tmp_path / "runs"),
+                     "--no-progress"])
+    assert e.value.code == 2
+    assert "dataset-fashion-mnist" in capsys.readouterr().err

@@ -361,5 +361,10 @@ def main(argv=None, module=None) -> int:
     ctx = RunContext(name=module.NAME, run_dir=run_dir_for(args.out, module.NAME, args.quick, args.seed),
                      seed=args.seed, device=args.device, backend=args.backend, data_dir=args.data_dir,
                      download=args.download, resume=args.resume, quick=args.quick, progress=not args.no_progress)
-    run_experiment(module, cfg, ctx)
+    from ..data import DatasetNotFoundError
+
+    try:
+        run_experiment(module, cfg, ctx)
+    except DatasetNotFoundError as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
     return 0
