@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastmi-installed
 TORCH_SPEC ?= torch==2.13.0
+TORCHVISION_SPEC ?= torchvision==0.28.0
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
 
 .PHONY: setup demo test test-all bench clean
@@ -14,6 +15,7 @@ $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q numpy pytest hypothesis pytest-benchmark expecttest ninja tqdm matplotlib setuptools wheel
+	($(PY) -m pip install -q "$(TORCHVISION_SPEC)" && $(PY) -c "import torchvision") 2>/dev/null || { $(PY) -m pip uninstall -y -q torchvision 2>/dev/null; echo "fastmi: no torchvision build that works with this torch; CIFAR/STL-10 experiments need one (Fashion-MNIST works without)"; }
 	$(PY) -m pip install -q triton || echo "fastmi: triton could not be installed; its tests will be skipped"
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	$(PY) -m fastmi info

@@ -1,4 +1,5 @@
-"""The ``fastmi`` command: ``fastmi info`` (which backends run here and why not), ``fastmi demo``."""
+"""The ``fastmi`` command: ``fastmi info`` (which backends run here and why not), ``fastmi demo``,
+``fastmi run <experiment>`` (paper experiments; ``fastmi run --list``)."""
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,14 @@ def main(argv=None) -> int:
     sub.add_parser("info", help="which backends are available, and why not")
     sub.add_parser("demo", help="MI of correlated Gaussians with several bounds + fused-vs-reference timings",
                    add_help=False)
+    sub.add_parser("run", help="run a paper experiment (fastmi run --list)", add_help=False)
     args, rest = p.parse_known_args(argv)
     if args.command == "info":
         return _info()
+    if args.command == "run":
+        from .experiments import runner
+
+        return runner.main(rest)
     from . import demo
 
     return demo.main(rest)

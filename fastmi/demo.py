@@ -1,6 +1,7 @@
 """``fastmi demo`` (``make demo``): estimate the MI of correlated Gaussians with several bounds
 through the fused kernels, print the estimates beside the true value, then time fused vs
-reference on score matrices, then run separable InfoNCE at a batch the dense path cannot hold.
+reference on score matrices, then run separable InfoNCE at a batch the dense path cannot hold, then
+a short paper experiment (``fastmi run remine_onehot --quick``: Choi & Lee's one-hot drift, ~15 s).
 
 Data: x, y in R^20 with I(x; y) known (``fastmi.data.correlated_gaussian``). Critic: separable,
 T(x, y) = <f(x), g(y)> with two MLPs (20-256-256-32). Each estimator trains its own critic with
@@ -74,6 +75,9 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048])
     p.add_argument("--large-n", type=int, default=50000, help="batch of the large-batch section (0 skips it)")
     p.add_argument("--large-d", type=int, default=32)
+    p.add_argument("--experiment", default="remine_onehot",
+                   help="paper experiment run with --quick at the end ('' skips it)")
+    p.add_argument("--runs", default="runs", help="parent folder of the experiment's run folder")
     args = p.parse_args(argv)
 
     backend = _backend.select("auto", torch.empty(0), "demo")
@@ -93,6 +97,13 @@ def main(argv=None) -> int:
         print(f"{name:<10}{n:>6}{ref:>14.2f}{fused:>10.2f}{ratio:>9.1f}x")
     if args.large_n:
         demo_large_batch.run(args.large_n, args.large_d)
+    if args.experiment:
+        from .experiments import runner
+
+        print(f"\nPaper experiment: fastmi run {args.experiment} --quick --out {args.runs}")
+        threads = torch.get_num_threads()
+        runner.main([args.experiment, "--quick", "--out", args.runs, "--no-progress"])
+        torch.set_num_threads(threads)
     return 0
 
 

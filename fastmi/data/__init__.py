@@ -1,4 +1,11 @@
-"""Datasets used by fastmi's experiments."""
+"""Datasets used by fastmi's experiments (read from disk; nothing is downloaded unless asked)."""
+from .errors import DatasetNotFoundError
+from .idx import load_idx_dataset, read_idx, write_idx
+from .onehot import all_onehot_pairs, onehot_mi, onehot_pairs
+from .staircase import mi_staircase
 from .synthetic import correlated_gaussian, rho_for_mi
+from .vision import NUM_CLASSES, TensorImages, load_images, prepare_batch
 
-__all__ = ["correlated_gaussian", "rho_for_mi"]
+__all__ = ["correlated_gaussian", "rho_for_mi", "onehot_pairs", "all_onehot_pairs", "onehot_mi", "mi_staircase",
+           "read_idx", "write_idx", "load_idx_dataset", "load_images", "prepare_batch", "TensorImages",
+           "NUM_CLASSES", "DatasetNotFoundError"]

@@ -1,0 +1,4 @@
+"""Reference models of fastmi's experiments: critics and image backbones."""
+from .critics import ConcatCritic, PairwiseConcatCritic, keras_normal_init_
+
+__all__ = ["ConcatCritic", "PairwiseConcatCritic", "keras_normal_init_"]

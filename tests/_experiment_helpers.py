@@ -1,0 +1,55 @@
+"""Helpers of the experiment tests: tiny configs and small generated idx datasets."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastmi.data import write_idx
+from fastmi.experiments import get_experiment, runner
+
+TINY = {
+    "remine_onehot": {"steps": 20, "batches": (8, 4), "sweep_targets": (-1.0, 1.0), "drift_window": 10,
+                      "ckpt_every": 5},
+    "remine_gaussian": {"steps_per_level": 4, "levels": (1.0, 2.0), "batch": 8, "hidden": (16, 16), "ema_span": 3,
+                        "ckpt_every": 3},
+    "remine_slb": {"dataset": "fashion-mnist", "image_size": 16, "n_train": 30, "n_test": 12, "epochs": 2,
+                   "batch": 10, "seeds": 1, "reg_weights": (0.1,), "eval_batch": 16},
+    "remine_clb": {"dataset": "fashion-mnist", "image_size": 16, "n_train": 30, "n_test": 12, "epochs": 2,
+                   "batch": 10, "seeds": 1, "reg_weights": (0.1,), "eval_batch": 16},
+}
+
+
+def tiny_config(name: str, **over):
+    module = get_experiment(name)
+    return module, dataclasses.replace(module.Config(), **{**TINY[name], **over})
+
+
+def make_idx_folder(folder: Path, n_train=30, n_test=12, gz=True, seed=0) -> Path:
+    """Four Fashion-MNIST-like idx files of random images (labels 0..9)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = ".gz" if gz else ""
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{split}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{split}-labels-idx1-ubyte{ext}", (np.arange(n) % 10).astype(np.uint8))
+    return folder
+
+
+def run_tiny(name: str, run_dir: Path, data_dir=None, **ctx_kw):
+    module, cfg = tiny_config(name)
+    ctx = runner.RunContext(name=name, run_dir=run_dir, data_dir=str(data_dir) if data_dir else None,
+                            progress=False, **ctx_kw)
+    return runner.run_experiment(module, cfg, ctx)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Experiments run with one torch thread (as ``fastmi run`` does by default); restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

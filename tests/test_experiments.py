@@ -1,0 +1,95 @@
+"""Smoke runs of every experiment with a tiny config (seconds each), and the command line."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fastmi.experiments import EXPERIMENTS, runner
+
+from _experiment_helpers import make_idx_folder, one_thread, run_tiny  # noqa: F401 (autouse fixture)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_tiny_run_writes_run_folder(name, tmp_path, capsys):
+    data = make_idx_folder(tmp_path / "data") if name in ("remine_slb", "remine_clb") else None
+    run_dir = tmp_path / "run"
+    results = run_tiny(name, run_dir, data_dir=data)
+    for f in ("config.json", "metrics.csv", "results.json", "table.txt"):
+        assert (run_dir / f).is_file(), f
+    assert list(run_dir.glob("*.png")), "no figure written"
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["experiment"] == name and "seconds" in saved
+    assert "Settings that differ from the paper" in (run_dir / "table.txt").read_text()
+    assert "run folder" in capsys.readouterr().out
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("job,")
+    assert results
+
+
+def test_onehot_results_are_sane(tmp_path):
+    results = run_tiny("remine_onehot", tmp_path / "run")
+    assert set(results["runs"]) == {f"{e}-b{b}" for e in ("dv", "redv", "nwj", "renwj") for b in (8, 4)}
+    assert set(results["target_sweep"]) == {"-1", "1"}
+    assert abs(results["true_mi"] - 2.7725887) < 1e-6
+
+
+def test_gaussian_stage_statistics(tmp_path):
+    results = run_tiny("remine_gaussian", tmp_path / "run")
+    assert len(results["stages"]) == 12
+    for stats in results["stages"].values():
+        assert [s["mi"] for s in stats] == [1.0, 2.0]
+        for s in stats:
+            assert s["mse"] == pytest.approx(s["bias"] ** 2 + s["variance"], rel=1e-6, abs=1e-9)
+
+
+def test_benchmark_summary_layout(tmp_path):
+    results = run_tiny("remine_slb", tmp_path / "run", data_dir=make_idx_folder(tmp_path / "data"))
+    assert set(results["summary"]) == {"mine", "smile", "infonce", "nwj", "tuba", "js"}
+    for s in results["summary"].values():
+        assert 0.0 <= s["original"]["acc"] <= 1.0 and s["chosen_lambda"] == 0.1
+
+
+def test_list_and_bad_arguments(capsys):
+    assert runner.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in EXPERIMENTS)
+    with pytest.raises(SystemExit):
+        runner.main(["remine_onehot", "--set", "no_such_key=1"])
+    assert "no_such_key" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["remine_onehot", "--set", "steps=many"])
+    assert "steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["no_such_experiment"])
+    assert "unknown experiment" in capsys.readouterr().err
+
+
+def test_set_parses_types():
+    from fastmi.experiments import remine_gaussian
+
+    cfg = runner.make_config(remine_gaussian, True, ["levels=1,2.5", "cubic=true", "lr=1e-3", "batch=16"])
+    assert cfg.levels == (1, 2.5) and cfg.cubic is True and cfg.lr == 1e-3 and cfg.batch == 16
+    assert cfg.steps_per_level == remine_gaussian.QUICK["steps_per_level"]
+    diffs = runner.differences(cfg)
+    assert any(d.startswith("cubic=True") for d in diffs) and not any(d.startswith("ckpt_every") for d in diffs)
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "fastmi.experiments.remine_onehot", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "--resume" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "fastmi", "run", "--list"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "remine_gaussian" in out.stdout
+
+
+def test_missing_dataset_is_a_command_line_error(tmp_path, monkeypatch, capsys):
+    from fastmi.data import idx
+
+    monkeypatch.setitem(idx.DEFAULT_DIRS, "fashion-mnist", [])
+    with pytest.raises(SystemExit) as e:
+        runner.main(["remine_slb", "--quick", "--data-dir", str(tmp_path), "--out", str(tmp_path / "runs"),
+                     "--no-progress"])
+    assert e.value.code == 2
+    assert "dataset-fashion-mnist" in capsys.readouterr().err
