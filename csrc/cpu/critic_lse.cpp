@@ -15,11 +15,8 @@
 #include <limits>
 #include <vector>
 
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
-
 #include "../critic_lse.h"
+#include "huge_pages.h"
 
 namespace fastmi {
 namespace {
@@ -265,18 +262,10 @@ RowLayout<T> row_layout(const Inputs& in, int64_t i, int64_t neg_mode) {
   return L;
 }
 
-// A fresh n x m gradient is written once; with 4 KiB pages its first touch costs as much as the
-// kernel itself (one page fault per 4 KiB). Ask for transparent huge pages on its 2 MiB-aligned
-// interior: a hint only, harmless where THP is off.
+// A fresh n x m gradient, written once (see huge_pages.h for why the hint).
 at::Tensor empty_output(const at::Tensor& like, int64_t n, int64_t m) {
   at::Tensor out = at::empty({n, m}, like.options());
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  const uintptr_t huge = uintptr_t(1) << 21;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(out.data_ptr());
-  const uintptr_t end = begin + uintptr_t(out.numel()) * out.element_size();
-  const uintptr_t a = (begin + huge - 1) & ~(huge - 1), b = end & ~(huge - 1);
-  if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_HUGEPAGE);
-#endif
+  advise_huge_pages(out);
   return out;
 }
 

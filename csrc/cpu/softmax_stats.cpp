@@ -27,9 +27,7 @@
 #include <limits>
 #include <vector>
 
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
+#include "huge_pages.h"
 
 namespace fastmi {
 namespace {
@@ -318,17 +316,10 @@ void backward_impl(const Tensor& x, const Geometry& G, T eps, T ge0, T ge1, cons
   });
 }
 
-// The fresh gradient is written once; with 4 KiB pages its first touch costs a page fault per
-// 4 KiB. Ask for transparent huge pages on its 2 MiB-aligned interior (a hint; harmless without THP).
+// The fresh gradient, written once (see huge_pages.h for why the hint).
 Tensor empty_output_like(const Tensor& x) {
   Tensor out = at::empty_like(x);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  const uintptr_t huge = uintptr_t(1) << 21;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(out.data_ptr());
-  const uintptr_t end = begin + uintptr_t(out.numel()) * out.element_size();
-  const uintptr_t a = (begin + huge - 1) & ~(huge - 1), b = end & ~(huge - 1);
-  if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_HUGEPAGE);
-#endif
+  advise_huge_pages(out);
   return out;
 }
 
