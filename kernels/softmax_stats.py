@@ -48,12 +48,10 @@ def _softmax_rows(xv, valid, EPS: tl.constexpr, EXACT: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(x_ptr, off_ptr, pos_ptr, q_ptr, part_ptr, partq_ptr, ent_ptr, stats_ptr,
-                B, C, P, Q, n_units, sb, sc, srow,
-                EPS: tl.constexpr, EXACT: tl.constexpr, HAS_POOL: tl.constexpr, KK: tl.constexpr,
-                KKP: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, ACC: tl.constexpr):
-    u = tl.program_id(0)
-    j = tl.program_id(1)
+def _unit(off_ptr, pos_ptr, q_ptr, u, C, KKP: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The positions of work unit u (a pooling window or a leftover position): its channel lanes and
+    their mask, positions, row offsets, which rows exist, the 2-D load mask and its pooled position q
+    (if any)."""
     rows = tl.arange(0, KKP)
     cols = tl.arange(0, BLOCK_C)
     pos = tl.load(pos_ptr + u * KKP + rows)
@@ -62,7 +60,17 @@ def _fwd_kernel(x_ptr, off_ptr, pos_ptr, q_ptr, part_ptr, partq_ptr, ent_ptr, st
     cmask = cols < C
     mask2 = rvalid[:, None] & cmask[None, :]
     q = tl.load(q_ptr + u + tl.arange(0, 1))  # a 1-block: masks must be blocks
-    qv = q >= 0
+    return cols, cmask, pos, off, rvalid, mask2, q, q >= 0
+
+
+@triton.jit
+def _fwd_kernel(x_ptr, off_ptr, pos_ptr, q_ptr, part_ptr, partq_ptr, ent_ptr, stats_ptr,
+                B, C, P, Q, n_units, sb, sc, srow,
+                EPS: tl.constexpr, EXACT: tl.constexpr, HAS_POOL: tl.constexpr, KK: tl.constexpr,
+                KKP: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, ACC: tl.constexpr):
+    u = tl.program_id(0)
+    j = tl.program_id(1)
+    cols, cmask, pos, off, rvalid, mask2, q, qv = _unit(off_ptr, pos_ptr, q_ptr, u, C, KKP, BLOCK_C)
     acc = tl.zeros((KKP, BLOCK_C), dtype=ACC)
     accq = tl.zeros((BLOCK_C,), dtype=ACC)
     ent_rows = tl.zeros((KKP,), dtype=ACC)
@@ -99,15 +107,7 @@ def _bwd_kernel(x_ptr, off_ptr, pos_ptr, q_ptr, ge_ptr, gm_ptr, gmq_ptr, stats_p
                 KKP: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, ACC: tl.constexpr):
     u = tl.program_id(0)
     j = tl.program_id(1)
-    rows = tl.arange(0, KKP)
-    cols = tl.arange(0, BLOCK_C)
-    pos = tl.load(pos_ptr + u * KKP + rows)
-    off = tl.load(off_ptr + u * KKP + rows)
-    rvalid = pos >= 0
-    cmask = cols < C
-    mask2 = rvalid[:, None] & cmask[None, :]
-    q = tl.load(q_ptr + u + tl.arange(0, 1))  # a 1-block: masks must be blocks
-    qv = q >= 0
+    cols, cmask, pos, off, rvalid, mask2, q, qv = _unit(off_ptr, pos_ptr, q_ptr, u, C, KKP, BLOCK_C)
     ge0 = tl.load(ge_ptr).to(ACC)
     ge1 = tl.load(ge_ptr + 1).to(ACC)
     gm = tl.load(gm_ptr + cols[None, :] * P + pos[:, None], mask=mask2, other=0.0).to(ACC)
