@@ -52,7 +52,7 @@ class Config(T.MIMSettings):
                 T.EncoderRun.of(self, lr=lr, weight_decay=wd)
 
 
-QUICK = {"dataset": "fashion-mnist", "width": 0.1, "n_train": 5000, "n_test": 1000, "epochs": 10, "mbs": 250,
+QUICK = {"dataset": "fashion-mnist", "width": 0.1, "n_train": 8000, "n_test": 2000, "epochs": 10, "mbs": 250,
          "bs": 500, "lrs": (1e-3,), "weight_decays": (0.0,), "probe_lrs": (1e-3,), "probe_epochs": 30}
 
 
