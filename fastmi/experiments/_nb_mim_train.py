@@ -201,10 +201,13 @@ def features(encoder, data, cfg: MIMSettings, device):
             encode(encoder, data.probe_test.images, cfg.eval_batch, tf, device))
 
 
-def probe(cfg: MIMSettings, feats, data, *, lr: float, batch_size: int, weight_decay: float, seed: int) -> dict:
-    """One 200-unit probe on frozen features; both protocols, and the per-epoch first-128 curve."""
+def probe(cfg: MIMSettings, feats, data, *, lr: float, batch_size: int, weight_decay: float, seed: int,
+          device="cpu") -> dict:
+    """One 200-unit probe on frozen features (trained on ``device``); both protocols."""
     gen = torch.Generator().manual_seed(seed)
-    res = train_probe(feats[0], data.probe_train.labels, feats[1], data.probe_test.labels, hidden=cfg.probe_hidden,
+    tr, te = feats[0].to(device), feats[1].to(device)
+    ytr, yte = data.probe_train.labels.to(device), data.probe_test.labels.to(device)
+    res = train_probe(tr, ytr, te, yte, hidden=cfg.probe_hidden,
                       epochs=cfg.probe_epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                       first_n=cfg.first_n, num_classes=data.num_classes, generator=gen)
     return {"first128_best": float(res.first_n_best_acc), "full_test": float(res.test_acc),
@@ -253,7 +256,7 @@ def train_encoder(ctx: runner.RunContext, cfg: MIMSettings, data, run: EncoderRu
             encoder.load_state_dict(best.weights)
         feats = features(encoder, data, cfg, ctx.device)
         probes = {f"{lr:g}": probe(cfg, feats, data, lr=lr, batch_size=cfg.probe_batch, weight_decay=0.0,
-                                   seed=ctx.job_seed(f"{job}-probe{lr:g}")) for lr in cfg.probe_lrs}
+                                   seed=ctx.job_seed(f"{job}-probe{lr:g}"), device=ctx.device) for lr in cfg.probe_lrs}
         return {"best_epoch": best.epoch, "select_loss": best.loss, "opt_steps": acc.steps, "probes": probes}
 
     state = {"encoder": encoder, "opt": opt, "acc": acc, "best": best, "gen": gen}
@@ -274,7 +277,8 @@ def random_baseline(ctx: runner.RunContext, cfg: MIMSettings, data, grid=RANDOM_
 
     def step(i: int) -> dict:
         wd, bs, lr = grid[i]
-        r = probe(cfg, feats(), data, lr=lr, batch_size=bs, weight_decay=wd, seed=ctx.job_seed(f"{job}-{i}"))
+        r = probe(cfg, feats(), data, lr=lr, batch_size=bs, weight_decay=wd, seed=ctx.job_seed(f"{job}-{i}"),
+                  device=ctx.device)
         return {"weight_decay": wd, "batch_size": bs, "lr": lr, **r}
 
     return ctx.loop(job, {}, step, len(grid), ckpt_every=1, unit="config")
@@ -286,14 +290,18 @@ def best_probe(final: dict) -> dict:
     return {"first128_best": max(p["first128_best"] for p in ps), "full_test": max(p["full_test"] for p in ps)}
 
 
-def baseline_summary(res: Optional[runner.JobResult]) -> Optional[dict]:
-    """Best and range over the random encoder's probe configurations, per protocol."""
+def baseline_summary(res: Optional[runner.JobResult], cfg: MIMSettings) -> Optional[dict]:
+    """Per protocol: best and lowest accuracy over the random encoder's probe configurations, and the
+    best over the configurations that match the MIM encoders' probe (weight decay 0, batch
+    ``probe_batch``, a learning rate in ``probe_lrs``): the like-for-like comparison."""
     if res is None or not res.rows:
         return None
+    same = [r for r in res.rows if r["weight_decay"] == 0 and r["batch_size"] == cfg.probe_batch
+            and any(math.isclose(r["lr"], lr) for lr in cfg.probe_lrs)]
     out = {}
     for key in ("first128_best", "full_test"):
         vals = [r[key] for r in res.rows]
-        out[key] = {"best": max(vals), "min": min(vals)}
+        out[key] = {"best": max(vals), "min": min(vals), "same_probe": max((r[key] for r in same), default=None)}
     return out
 
 

@@ -74,7 +74,7 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     runner.write_metrics(ctx.run_dir / "metrics.csv", jobs)
     per_run = {enc.name(): {"lr": enc.lr, "weight_decay": enc.weight_decay, **res.final} for enc, res in runs.items()}
     best = {key: max(T.best_probe(r.final)[key] for r in runs.values()) for key in ("first128_best", "full_test")}
-    summary = {"mim": best, "random": T.baseline_summary(base)}
+    summary = {"mim": best, "random": T.baseline_summary(base, cfg)}
     _plot(ctx.run_dir / "nb_mim.png", cfg, runs, summary)
     return {"dataset": cfg.dataset, "summary": summary, "runs": per_run,
             "random_grid": base.rows if base is not None else None, "table": table(cfg, data, runs, summary)}
@@ -94,6 +94,9 @@ def table(cfg: Config, data, runs: dict, summary: dict) -> str:
         prange = f" ({paper['random_min']:.2f}-{paper['random']:.2f})" if paper["random_min"] else ""
         lines.append(f"{'random encoder (best of 16 probes)':<36}{span('first128_best'):>24}{span('full_test'):>24}"
                      f"{paper['random']:>9.2f}{prange}")
+    if rnd and rnd["first128_best"]["same_probe"] is not None:
+        lines.append(f"{'random encoder, the MIM probe':<36}{T.pct(rnd['first128_best']['same_probe']):>24}"
+                     f"{T.pct(rnd['full_test']['same_probe']):>24}{'-':>9}")
     if paper["dim"]:
         lines.append(f"{'DIM (reported by the paper)':<36}{'-':>24}{'-':>24}{paper['dim']:>9.2f}")
     lines.append("runs (encoder lr, weight decay -> selected epoch, selection loss; probe lr: first 128 / full):")
@@ -102,8 +105,10 @@ def table(cfg: Config, data, runs: dict, summary: dict) -> str:
         probes = ", ".join(f"{lr}: {T.pct(p['first128_best'])} / {T.pct(p['full_test'])}" for lr, p in f["probes"].items())
         lines.append(f"  lr {enc.lr:g}, wd {enc.weight_decay:g} -> epoch {f['best_epoch'] + 1}/{cfg.epochs}, "
                      f"loss {f['select_loss']:.4f}; {probes}")
-    lines.append("random encoder: best of the probe grid (range over it in brackets). Full test set: accuracy after "
-                 "the last probe epoch (the test set selects nothing).")
+    lines.append("random encoder: best of the probe grid (range over it in brackets), as the paper; 'the MIM "
+                 "probe': its grid point with the MIM encoders' probe settings (weight decay 0, batch "
+                 f"{cfg.probe_batch}, lr {', '.join(f'{lr:g}' for lr in cfg.probe_lrs)}). Full test set: accuracy "
+                 "after the last probe epoch (the test set selects nothing).")
     extra = T.data_note(cfg, data) + [f"encoder channels {T.mim_channels_text(cfg.width)}"] * (cfg.width != 1.0)
     lines.append(runner.differences_text(cfg, extra))
     return "\n".join(lines)
@@ -125,18 +130,21 @@ def _plot(path, cfg: Config, runs: dict, summary: dict) -> None:
     ax.legend(fontsize=6)
     ax = axes[1]
     ref = PAPER_TABLE1[paper_reference(cfg.dataset)]
-    names = ["Neural Bayes-MIM", "random encoder"]
+    names = ["Neural Bayes-MIM", "random encoder\n(best of 16 probes)", "random encoder\n(the MIM probe)"]
     rnd = summary["random"] or {}
-    for k, (key, off) in enumerate((("first128_best", -0.2), ("full_test", 0.2))):
-        vals = [summary["mim"][key], rnd.get(key, {}).get("best", np.nan)]
-        ax.bar(np.arange(2) + off, 100 * np.nan_to_num(np.array(vals, dtype=float)), width=0.4,
-               label="first 128, best epoch" if key == "first128_best" else "full test set")
-    ax.scatter(np.arange(2), [ref["mim"], ref["random"]], c="k", marker="_", s=300, zorder=3,
-               label=f"paper ({paper_reference(cfg.dataset)})")
-    ax.set_xticks(np.arange(2), names)
+    xs = np.arange(len(names))
+    for key, off in (("first128_best", -0.2), ("full_test", 0.2)):
+        r = rnd.get(key, {})
+        vals = [summary["mim"][key], r.get("best"), r.get("same_probe")]
+        ax.bar(xs + off, [100 * v if v is not None else 0.0 for v in vals], width=0.4,
+               label="first 128, best epoch" if key == "first128_best" else "full test set, last epoch")
+    ax.scatter(xs[:2], [ref["mim"], ref["random"]], c="k", marker="_", s=300, zorder=3,
+               label=f"paper ({paper_reference(cfg.dataset)}, first 128)")
+    ax.set_xticks(xs, names, fontsize=7)
+    ax.set_ylim(0, 100)
     ax.set_ylabel("probe test accuracy (%)")
     ax.set_title(f"nb_mim {cfg.dataset}: probe accuracy", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     plotting.save(fig, path)
 
 

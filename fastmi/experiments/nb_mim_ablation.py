@@ -85,7 +85,7 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     points = [{"prior": e.prior, "pool": e.pool, "alpha": e.alpha, "beta": e.beta, **T.best_probe(r.final),
                "best_epoch": r.final["best_epoch"]} for e, r in runs.items()]
     summary = summarize(cfg, points)
-    random = T.baseline_summary(base)
+    random = T.baseline_summary(base, cfg)
     _plot(ctx.run_dir, cfg, points, random)
     return {"dataset": cfg.dataset, "draws": pairs, "points": points, "summary": summary, "random": random,
             "table": table(cfg, data, summary, random, len(pairs))}
@@ -126,6 +126,8 @@ def table(cfg: Config, data, summary: dict, random, n_runs: int) -> str:
     if random:
         lines.append(f"{'random encoder (16 probes)':<28}{'':>18}"
                      f"{T.pct(random['first128_best']['best']) + ' / ' + T.pct(random['full_test']['best']):>18}")
+        same = T.pct(random['first128_best']['same_probe']) + " / " + T.pct(random['full_test']['same_probe'])
+        lines.append(f"{'random, the MIM probe':<28}{same:>18}")
     lines.append(f"paper (CIFAR-10, v2, first 128): best {PAPER['best']:.2f}; random encoder {PAPER['random']:.2f} "
                  f"(range {PAPER['random_min']:.2f}-{PAPER['random']:.2f}); 8 states beat 4 on average and at best; "
                  "alpha = beta = 0 is worst; v2 beats v1 (Figure 6)")

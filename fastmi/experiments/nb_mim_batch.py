@@ -67,7 +67,7 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     runner.write_metrics(ctx.run_dir / "metrics.csv", jobs)
     grid = {f"{m}x{b}": {"mbs": m, "bs": b, **T.best_probe(r.final), "best_epoch": r.final["best_epoch"],
                          "opt_steps": r.final["opt_steps"]} for (m, b), r in runs.items()}
-    random = T.baseline_summary(base)
+    random = T.baseline_summary(base, cfg)
     _plot(ctx.run_dir / "nb_mim_batch.png", cfg, grid, random)
     return {"dataset": cfg.dataset, "grid": grid, "random": random, "table": table(cfg, data, grid, random)}
 
@@ -88,7 +88,8 @@ def table(cfg: Config, data, grid: dict, random) -> str:
     if random:
         lines.append(f"random encoder (best of {len(T.RANDOM_PROBE_GRID)} probes): first 128 "
                      f"{T.pct(random['first128_best']['best'])}, full test {T.pct(random['full_test']['best'])} "
-                     "(paper, CIFAR-10: 67.97)")
+                     "(paper, CIFAR-10: 67.97); with the MIM probe's settings: "
+                     f"{T.pct(random['first128_best']['same_probe'])} / {T.pct(random['full_test']['same_probe'])}")
     lines.append("BS not a multiple of MBS: the step comes after ceil(BS/MBS) minibatches (the authors' rule).")
     extra = T.data_note(cfg, data) + [f"encoder channels {T.mim_channels_text(cfg.width)}"] * (cfg.width != 1.0)
     lines.append(runner.differences_text(cfg, extra))
