@@ -127,7 +127,7 @@ def table(cfg: Config, data, summary: dict, random, n_runs: int) -> str:
         lines.append(f"{'random encoder (16 probes)':<28}{'':>18}"
                      f"{T.pct(random['first128_best']['best']) + ' / ' + T.pct(random['full_test']['best']):>18}")
         same = T.pct(random['first128_best']['same_probe']) + " / " + T.pct(random['full_test']['same_probe'])
-        lines.append(f"{'random, the MIM probe':<28}{same:>18}")
+        lines.append(f"{'random, the MIM probe':<28}{'':>18}{same:>18}")
     lines.append(f"paper (CIFAR-10, v2, first 128): best {PAPER['best']:.2f}; random encoder {PAPER['random']:.2f} "
                  f"(range {PAPER['random_min']:.2f}-{PAPER['random']:.2f}); 8 states beat 4 on average and at best; "
                  "alpha = beta = 0 is worst; v2 beats v1 (Figure 6)")
