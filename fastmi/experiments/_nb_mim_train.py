@@ -14,8 +14,8 @@ whose weights the probes use.
 
 Probes (SPEC 1.6): GAP(h3) of the frozen encoder (eval mode) -> Linear(200)-BN1d-ReLU-Linear(C),
 orthogonal init, Adam, batch 128, 100 epochs; both protocols are reported: the authors' (accuracy
-on the first 128 test images, max over epochs) and the full test set at the last probe epoch (the
-test set selects nothing).
+on the first 128 test images, max over epochs) and the full test set at the last probe epoch (no
+epoch is picked on the test set; the best run of a grid is, per protocol, as in the paper).
 """
 from __future__ import annotations
 

@@ -108,7 +108,8 @@ def table(cfg: Config, data, runs: dict, summary: dict) -> str:
     lines.append("random encoder: best of the probe grid (range over it in brackets), as the paper; 'the MIM "
                  "probe': its grid point with the MIM encoders' probe settings (weight decay 0, batch "
                  f"{cfg.probe_batch}, lr {', '.join(f'{lr:g}' for lr in cfg.probe_lrs)}). Full test set: accuracy "
-                 "after the last probe epoch (the test set selects nothing).")
+                 "after the last probe epoch (no epoch picked on the test set; the best run of the grid is, "
+                 "as in the paper).")
     extra = T.data_note(cfg, data) + [f"encoder channels {T.mim_channels_text(cfg.width)}"] * (cfg.width != 1.0)
     lines.append(runner.differences_text(cfg, extra))
     return "\n".join(lines)
