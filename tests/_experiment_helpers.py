@@ -20,6 +20,14 @@ TINY = {
                    "batch": 10, "seeds": 1, "reg_weights": (0.1,), "eval_batch": 16},
     "remine_clb": {"dataset": "fashion-mnist", "image_size": 16, "n_train": 30, "n_test": 12, "epochs": 2,
                    "batch": 10, "seeds": 1, "reg_weights": (0.1,), "eval_batch": 16},
+    "nb_mim": {"dataset": "fashion-mnist", "width": 0.05, "n_train": 30, "n_test": 12, "epochs": 2, "mbs": 10,
+               "bs": 20, "lrs": (1e-3,), "weight_decays": (0.0,), "probe_lrs": (1e-3,), "probe_epochs": 2,
+               "eval_batch": 16},
+    "nb_mim_batch": {"dataset": "fashion-mnist", "width": 0.05, "n_train": 30, "n_test": 12, "epochs": 1,
+                     "mbs_values": (5, 10), "bs_values": (10,), "probe_epochs": 2, "random_baseline": False},
+    "nb_mim_ablation": {"dataset": "fashion-mnist", "width": 0.05, "n_train": 30, "n_test": 12, "epochs": 1, "mbs": 10,
+                        "bs": 10, "n_random": 1, "n_alpha0": 1, "n_beta0": 1, "probe_epochs": 2,
+                        "random_baseline": False},
 }
 
 
