@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fastmi-installed
 TORCH_SPEC ?= torch==2.13.0
 TORCHVISION_SPEC ?= torchvision==0.28.0
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu)
+SOURCES := Makefile setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu)
 
 .PHONY: setup demo test test-all bench clean
 
@@ -14,8 +14,8 @@ setup: $(STAMP)
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q numpy pytest hypothesis pytest-benchmark expecttest ninja tqdm matplotlib setuptools wheel
-	($(PY) -m pip install -q "$(TORCHVISION_SPEC)" && $(PY) -c "import torchvision") 2>/dev/null || { $(PY) -m pip uninstall -y -q torchvision 2>/dev/null; echo "fastmi: no torchvision build that works with this torch; CIFAR/STL-10 experiments need one (Fashion-MNIST works without)"; }
+	$(PY) -m pip install -q numpy pytest hypothesis pytest-benchmark expecttest ninja tqdm matplotlib scikit-learn setuptools wheel
+	($(PY) -m pip install -q "$(TORCHVISION_SPEC)" && $(PY) -c "import torchvision") 2>/dev/null || { $(PY) -m pip uninstall -y -q torchvision 2>/dev/null; echo "fastmi: no torchvision build that works with this torch; --download of CIFAR/STL-10 needs one (reading their files does not)"; }
 	$(PY) -m pip install -q triton || echo "fastmi: triton could not be installed; its tests will be skipped"
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	$(PY) -m fastmi info

@@ -40,7 +40,7 @@ if os.environ.get("FASTMI_NO_EXT_BUILD", "0") != "1":
     cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 setup(
-    packages=["fastmi", "fastmi.ops", "fastmi.data", "fastmi.kernels"],
+    packages=["fastmi", "fastmi.ops", "fastmi.data", "fastmi.experiments", "fastmi.models", "fastmi.kernels"],
     package_dir={"fastmi.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

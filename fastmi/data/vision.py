@@ -1,5 +1,5 @@
-"""Image datasets for the SLB / CLB benchmarks: Fashion-MNIST / MNIST from idx files, CIFAR-10/100
-and STL-10 through torchvision from a folder. Nothing is downloaded unless ``download=True``.
+"""Image datasets of the experiments: Fashion-MNIST / MNIST from idx files, CIFAR-10/100 and STL-10
+from their distributed files in a folder. Nothing is downloaded unless ``download=True`` (torchvision).
 
 Every loader returns a ``TensorImages`` pair (float images N x 3 x H x W in [0, 1], int64 labels),
 so the benchmarks see one format. Resizing and normalisation happen per batch (``prepare_batch``).
@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from .errors import DatasetNotFoundError
-from .idx import load_idx_dataset
+from .cifar_stl import CIFAR_FOLDERS, STL10_FOLDER, STL10_SPLITS, read_cifar, read_stl10
+from .idx import find_idx_folder, load_idx_dataset
 
 NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10}
 
@@ -35,48 +36,64 @@ def _torchvision():
     try:
         import torchvision
     except Exception as e:  # ImportError, or a build that does not match torch ("operator ... does not exist")
-        raise ImportError("CIFAR-10/100 and STL-10 are read through torchvision, which is not usable here "
+        raise ImportError("--download fetches CIFAR-10/100 and STL-10 through torchvision, which is not usable here "
                           f"({type(e).__name__}: {e}). Install the torchvision build that matches your torch "
-                          "(pip install 'fastmi[vision]'; torch 2.13 needs torchvision 0.28, the CPU build for "
-                          "a CPU torch), or use --set dataset=fashion-mnist") from e
+                          "(pip install 'fastmi[vision]'; torch 2.13 needs torchvision 0.28), or put the "
+                          "dataset's files in --data-dir yourself (fastmi reads them without torchvision)") from e
     return torchvision
 
 
-def _torchvision_dataset(name: str, split: str, data_dir, download: bool) -> TensorImages:
-    if data_dir is None:
-        raise DatasetNotFoundError(f"{name}: give --data-dir DIR (the folder torchvision uses for {name}), "
-                                   "or add --download to fetch it there")
+def _download(name: str, root: Path) -> None:
+    """Let torchvision fetch ``name`` into ``root`` (only with --download); fastmi then reads the files."""
     tv = _torchvision()
-    root = Path(data_dir)
-    try:
-        if name in ("cifar10", "cifar100"):
-            cls = tv.datasets.CIFAR10 if name == "cifar10" else tv.datasets.CIFAR100
-            ds = cls(str(root), train=split == "train", download=download)
-            images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-            labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-        else:
-            ds = tv.datasets.STL10(str(root), split=split, download=download)
-            images = torch.from_numpy(ds.data)
-            labels = torch.as_tensor(ds.labels, dtype=torch.int64)
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
-        raise DatasetNotFoundError(f"{name}: not found under {root} ({e}). Put torchvision's {name} files there "
-                                   "(e.g. cifar-10-batches-py/, cifar-100-python/, stl10_binary/) or add --download") from e
-    return TensorImages(images, labels)
+    if name == "stl10":
+        for split in STL10_SPLITS:
+            tv.datasets.STL10(str(root), split=split, download=True)
+    else:
+        cls = tv.datasets.CIFAR10 if name == "cifar10" else tv.datasets.CIFAR100
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
 
 
 def load_images(name: str, split: str, data_dir=None, download: bool = False) -> TensorImages:
-    """Load ``split`` ('train' / 'test') of ``name`` (fashion-mnist, mnist, cifar10, cifar100, stl10)."""
+    """Load ``split`` of ``name`` (fashion-mnist, mnist, cifar10, cifar100, stl10): 'train' / 'test',
+    and for stl10 also 'unlabeled' (labels -1). MNIST / Fashion-MNIST come from idx files, CIFAR and
+    STL-10 from their distributed files under ``data_dir`` (``fastmi.data.cifar_stl``; no torchvision
+    needed); ``download=True`` lets torchvision fetch CIFAR / STL-10 first."""
     if name not in NUM_CLASSES:
         raise ValueError(f"dataset must be one of {sorted(NUM_CLASSES)}, got {name!r}")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    splits = STL10_SPLITS if name == "stl10" else ("train", "test")
+    if split not in splits:
+        raise ValueError(f"split of {name} must be one of {splits}, got {split!r}")
     if name in ("fashion-mnist", "mnist"):
         if download:
             raise ValueError(f"--download is not supported for {name}: {name} is read from idx files "
                              "(Debian: apt-get install dataset-fashion-mnist)")
         images, labels = load_idx_dataset(name, split, data_dir)
         return TensorImages(images[:, None], labels)
-    return _torchvision_dataset(name, split, data_dir, download)
+    if data_dir is None:
+        raise DatasetNotFoundError(f"{name}: give --data-dir DIR (the folder holding "
+                                   f"{CIFAR_FOLDERS.get(name, STL10_FOLDER)}/), or add --download to fetch it there")
+    root = Path(data_dir)
+    if download:
+        _download(name, root)
+    images, labels = read_stl10(split, root) if name == "stl10" else read_cifar(name, split, root)
+    return TensorImages(images, labels)
+
+
+def mnist_or_fashion(data_dir=None) -> tuple[str, str]:
+    """("mnist", "") when MNIST's idx files are found (``data_dir``, ``data_dir/mnist``, known package
+    folders), else ("fashion-mnist", a note saying MNIST was absent) — for the experiments whose paper
+    dataset is MNIST. Raises DatasetNotFoundError (how to get either) when neither is found."""
+    try:
+        find_idx_folder("mnist", data_dir)
+        return "mnist", ""
+    except DatasetNotFoundError as no_mnist:
+        try:
+            find_idx_folder("fashion-mnist", data_dir)
+        except DatasetNotFoundError as no_fashion:
+            raise DatasetNotFoundError(f"neither MNIST nor Fashion-MNIST was found. {no_mnist} {no_fashion}") from None
+        return "fashion-mnist", "MNIST idx files not found: Fashion-MNIST used instead (the paper uses MNIST)"
 
 
 def prepare_batch(images: torch.Tensor, size: int) -> torch.Tensor:
