@@ -20,6 +20,12 @@ TINY = {
                    "batch": 10, "seeds": 1, "reg_weights": (0.1,), "eval_batch": 16},
     "remine_clb": {"dataset": "fashion-mnist", "image_size": 16, "n_train": 30, "n_test": 12, "epochs": 2,
                    "batch": 10, "seeds": 1, "reg_weights": (0.1,), "eval_batch": 16},
+    "nb_dms_2d": {"dim": 16, "hidden": (16, 16), "spirals_n": 60, "circles_n": 40, "moons_n": 40, "blobs_n": 40,
+                  "spirals_epochs": 3, "circles_epochs": 3, "moons_epochs": 3, "blobs_epochs": 3, "grid": 12},
+    "nb_filters": {"dataset": "fashion-mnist", "n_train": 40, "n_test": 20, "batch": 20, "epochs": 2,
+                   "hidden": (16, 16), "dim_out": 8, "n_show": 8},
+    "nb_dms_images": {"dataset": "fashion-mnist", "n_train": 40, "n_test": 20, "batch": 16, "epochs": 1,
+                      "channels": (4, 4, 4, 4), "probe_epochs": 2, "eval_batch": 16},
 }
 
 

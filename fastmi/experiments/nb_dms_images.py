@@ -18,7 +18,6 @@ import dataclasses
 import math
 import sys
 
-import numpy as np
 import torch
 
 from ..data import load_idx_dataset
@@ -46,24 +45,26 @@ class Config:
     rc_bn: str = "train"
     val_fraction: float = 0.1
     n_train: int = 0                    # 0: the whole training set (before the 90/10 split)
+    n_test: int = 0                     # 0: the whole test set
     probe_features: str = "softmax"     # the 10-d output L(x) (INFERRED), or "logits"
     probe_epochs: int = 100
     probe_lr: float = 1e-3
     probe_batch: int = 128
-    probe_patience: int = 0             # 0: all probe epochs, the best validation epoch kept
+    probe_patience: int = 10            # early stopping: epochs without a better validation accuracy
     eval_batch: int = runner.runner_field(1000)
 
     def paper_value(self, name, value):
         if name == "dataset":
             return "MNIST"
-        if name == "n_train" and value == 0:
-            return "the whole training set"
+        if name in ("n_train", "n_test") and value == 0:
+            return "the whole split"
         return repr(value)
 
     def validate(self):
         if self.dataset not in ("auto", "mnist", "fashion-mnist"):
             raise ValueError(f"nb_dms_images: dataset must be auto, mnist or fashion-mnist, got {self.dataset!r}")
-        if self.batch < 2 or self.epochs < 0 or self.lr <= 0 or self.k < 2 or self.beta < 0 or self.n_train < 0:
+        if self.batch < 2 or self.epochs < 0 or self.lr <= 0 or self.k < 2 or self.beta < 0 or self.n_train < 0 \
+                or self.n_test < 0:
             raise ValueError("nb_dms_images: batch >= 2, epochs >= 0, lr > 0, k >= 2, beta >= 0, n_train >= 0 needed")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"nb_dms_images: val_fraction must be in (0, 1), got {self.val_fraction}")
@@ -71,8 +72,8 @@ class Config:
             raise ValueError(f"nb_dms_images: rc_bn must be one of {RC_BN_MODES}, got {self.rc_bn!r}")
         if self.probe_features not in ("softmax", "logits"):
             raise ValueError(f"nb_dms_images: probe_features must be softmax or logits, got {self.probe_features!r}")
-        if self.probe_epochs < 1 or self.probe_batch < 1 or self.probe_lr <= 0 or self.probe_patience < 0:
-            raise ValueError("nb_dms_images: probe_epochs >= 1, probe_batch >= 1, probe_lr > 0, probe_patience >= 0")
+        if self.probe_epochs < 1 or self.probe_batch < 1 or self.probe_lr <= 0 or self.probe_patience < 1:
+            raise ValueError("nb_dms_images: probe_epochs >= 1, probe_batch >= 1, probe_lr > 0, probe_patience >= 1")
 
 
 QUICK = {"n_train": 5000, "batch": 500, "epochs": 4, "probe_epochs": 30}
@@ -87,9 +88,14 @@ def load_images01(dataset: str, split: str, data_dir, n: int = 0) -> tuple[torch
 
 
 def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random (train, validation) split of range(n) with round(val_fraction * n) >= 1 validation indices."""
+    """A random (train, validation) split of range(n): the validation indices are the first
+    max(1, round(val_fraction * n)) of randperm(n) drawn from a generator seeded with ``seed``. That is
+    the split ``train_probe(val_fraction=..., generator=Generator().manual_seed(seed))`` draws first,
+    so the probe validates on the same images that DMS training did not see."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = min(n - 1, max(1, round(val_fraction * n)))
+    n_val = max(1, int(round(val_fraction * n)))
+    if n_val >= n:
+        raise ValueError(f"val_fraction={val_fraction} leaves no training images out of {n}")
     return perm[n_val:], perm[:n_val]
 
 
@@ -129,19 +135,19 @@ def train_dms(ctx: runner.RunContext, cfg: Config, x: torch.Tensor) -> tuple[DMS
     return model, res
 
 
-def probe(cfg: Config, ctx: runner.RunContext, job: str, feats: dict, labels: dict) -> runner.JobResult:
-    """The linear probe (fastmi.experiments.probe.train_probe) on precomputed features, as one job."""
+def probe(cfg: Config, ctx: runner.RunContext, job: str, feats: torch.Tensor, y: torch.Tensor,
+          test_feats: torch.Tensor, y_test: torch.Tensor, split_seed: int) -> runner.JobResult:
+    """The linear probe (``train_probe``) on the features of the whole training set, as one job; its
+    validation split (seeded with ``split_seed``) is the one held out from DMS training."""
     from .probe import train_probe
 
     def fit(_):
         return None
 
     def finish():
-        r = train_probe(feats["train"], labels["train"], feats["test"], labels["test"], hidden=None,
-                        epochs=cfg.probe_epochs, lr=cfg.probe_lr, batch_size=cfg.probe_batch,
-                        val_fraction=None, val=(feats["val"], labels["val"]),
-                        patience=cfg.probe_patience or None, first_n=128,
-                        generator=torch.Generator().manual_seed(ctx.job_seed(job)))
+        r = train_probe(feats, y, test_feats, y_test, hidden=None, epochs=cfg.probe_epochs, lr=cfg.probe_lr,
+                        batch_size=cfg.probe_batch, val_fraction=cfg.val_fraction, patience=cfg.probe_patience,
+                        first_n=128, generator=torch.Generator().manual_seed(split_seed))
         return {"test_acc": r.test_acc, "first_n_best_acc": r.first_n_best_acc, "best_epoch": r.best_epoch,
                 "val_acc": r.val_acc}
 
@@ -169,25 +175,24 @@ def table(cfg: Config, dataset: str, note: str, probes: dict, n: dict) -> str:
                      f"{100 * f['val_acc']:>8.2f}%{f['best_epoch']:>11}{PAPER[key]:>25.2f}%")
     if note:
         lines.append(note)
-    lines.append(runner.differences_text(cfg, ["the probe's validation split is the 10% held out from DMS training"]
-                                         if False else None))
+    lines.append(runner.differences_text(cfg))
     return "\n".join(lines)
 
 
 def run(cfg: Config, ctx: runner.RunContext) -> dict:
     dataset, note = resolve_dataset(cfg.dataset, ctx.data_dir)
     x, y = load_images01(dataset, "train", ctx.data_dir, cfg.n_train)
-    x_test, y_test = load_images01(dataset, "test", ctx.data_dir)
-    tr, va = split_train_val(x.shape[0], cfg.val_fraction, ctx.job_seed("split"))
+    x_test, y_test = load_images01(dataset, "test", ctx.data_dir, cfg.n_test)
+    split_seed = ctx.job_seed("split")
+    tr, va = split_train_val(x.shape[0], cfg.val_fraction, split_seed)
     model, dms = train_dms(ctx, cfg, x[tr])
     torch.manual_seed(ctx.job_seed("random-cnn"))
     random_cnn = DMSCNN(x.shape[1], cfg.k, tuple(cfg.channels)).to(ctx.device)
-    labels = {"train": y[tr], "val": y[va], "test": y_test}
     probes = {}
     for key, net in (("dms", model), ("random", random_cnn)):
-        feats = {s: features(net, xs, cfg.probe_features, cfg.eval_batch, ctx.device)
-                 for s, xs in (("train", x[tr]), ("val", x[va]), ("test", x_test))}
-        probes[key] = probe(cfg, ctx, f"probe-{key}", feats, labels)
+        f_train = features(net, x, cfg.probe_features, cfg.eval_batch, ctx.device)
+        f_test = features(net, x_test, cfg.probe_features, cfg.eval_batch, ctx.device)
+        probes[key] = probe(cfg, ctx, f"probe-{key}", f_train, y, f_test, y_test, split_seed)
     runner.write_metrics(ctx.run_dir / "metrics.csv", {"dms-cnn": dms})
     if dms.rows:
         plot(ctx.run_dir / "nb_dms_images_loss.png", dms)

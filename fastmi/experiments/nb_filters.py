@@ -55,14 +55,15 @@ class Config:
     batch: int = 500
     epochs: int = 50
     n_train: int = 0                   # 0: the whole training set
+    n_test: int = 0                     # 0: the whole test set
     dead_norm_ratio: float = runner.runner_field(0.1)
     n_show: int = runner.runner_field(100)        # filters drawn per setting
 
     def paper_value(self, name, value):
         if name == "dataset":
             return "MNIST"
-        if name == "n_train" and value == 0:
-            return "the whole training set"
+        if name in ("n_train", "n_test") and value == 0:
+            return "the whole split"
         return repr(value)
 
     def validate(self):
@@ -72,8 +73,8 @@ class Config:
             raise ValueError(f"nb_filters: settings must be (alpha, beta) pairs >= 0, got {self.settings}")
         if self.prior not in ("v1", "v2"):
             raise ValueError(f"nb_filters: prior must be v1 or v2, got {self.prior!r}")
-        if self.batch < 2 or self.epochs < 1 or self.lr <= 0 or self.n_train < 0 or self.dim_out < 2:
-            raise ValueError("nb_filters: batch >= 2, epochs >= 1, lr > 0, n_train >= 0 and dim_out >= 2 needed")
+        if self.batch < 2 or self.epochs < 1 or self.lr <= 0 or min(self.n_train, self.n_test) < 0 or self.dim_out < 2:
+            raise ValueError("nb_filters: batch >= 2, epochs >= 1, lr > 0, n_train, n_test >= 0 and dim_out >= 2 needed")
 
 
 QUICK = {"epochs": 3, "n_train": 20000}
@@ -181,8 +182,7 @@ def plot(path, cfg: Config, runs: dict, dataset: str) -> None:
     for ax, ((alpha, beta), res) in zip(axes, runs.items()):
         w = np.asarray(res.final["filters"], dtype=np.float64)
         img = mosaic(w, cfg.n_show)
-        cmap = plt.cm.gray.copy()
-        cmap.set_bad("white")
+        cmap = plt.cm.gray.with_extremes(bad="white")
         ax.imshow(img, cmap=cmap, vmin=0.5 * w.min(), vmax=0.5 * w.max(), interpolation="nearest")
         ax.set_title(f"alpha={alpha:g}, beta={beta:g}\ndead {100 * res.final['dead']:.0f}%, "
                      f"small norm {100 * res.final['small_norm']:.0f}%", fontsize=10)
@@ -215,7 +215,7 @@ def table(cfg: Config, summary: dict, dataset: str, note: str) -> str:
 def run(cfg: Config, ctx: runner.RunContext) -> dict:
     dataset, note = resolve_dataset(cfg.dataset, ctx.data_dir)
     x, _ = load_flat(dataset, "train", ctx.data_dir, cfg.n_train)
-    x_test, _ = load_flat(dataset, "test", ctx.data_dir)
+    x_test, _ = load_flat(dataset, "test", ctx.data_dir, cfg.n_test)
     data = {"x": x, "x_test": x_test}
     runs, summary = {}, {}
     for alpha, beta in cfg.settings:
