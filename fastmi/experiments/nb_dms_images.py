@@ -76,7 +76,7 @@ class Config:
             raise ValueError("nb_dms_images: probe_epochs >= 1, probe_batch >= 1, probe_lr > 0, probe_patience >= 1")
 
 
-QUICK = {"n_train": 5000, "batch": 500, "epochs": 4, "probe_epochs": 30}
+QUICK = {"n_train": 3000, "n_test": 2000, "batch": 300, "epochs": 4, "probe_epochs": 50}
 
 
 def load_images01(dataset: str, split: str, data_dir, n: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -77,7 +77,7 @@ class Config:
             raise ValueError("nb_filters: batch >= 2, epochs >= 1, lr > 0, n_train, n_test >= 0 and dim_out >= 2 needed")
 
 
-QUICK = {"epochs": 3, "n_train": 20000}
+QUICK = {"epochs": 5, "n_train": 20000}
 
 
 def prior_value(c: int) -> float:
