@@ -58,20 +58,25 @@ def test_filter_mlp_states_are_pre_bn():
 
 def test_dead_filter_metric_on_a_constructed_case():
     net = FilterMLP(dim_in=4, hidden=(5, 5), dim_out=3)
+    init = torch.full((5, 4), 0.5)
     with torch.no_grad():
-        w = torch.zeros(5, 4)
-        w[0, 0], w[1, 1], w[2, 2], w[3, 3] = 1.0, 1.0, 1.0, 0.05   # unit 3: small filter, unit 4: zero filter
+        w = init.clone()
+        w[0, 0] += 2.0     # units 0, 1, 2 respond to inputs 0, 1, 2; their filters moved by 2 / 1 = 2
+        w[1, 1] += 2.0
+        w[2, 2] += 2.0
+        w[4] -= 0.1        # units 3 and 4 stay (almost) at init: moved by 0 and 0.2
         net.fcs[0].weight.copy_(w)
         net.fcs[0].bias.zero_()
     x = torch.eye(4)[:3] * 2.0            # inputs excite units 0, 1, 2 only
-    d = nb_filters.dead_filters(net, x, norm_ratio=0.1)
+    d = nb_filters.dead_filters(net, x, init)
     assert d["dead"] == pytest.approx(2 / 5)                       # units 3 and 4 never win
     assert d["dead_mask"].tolist() == [False, False, False, True, True]
-    assert d["small_mask"].tolist() == [False, False, False, True, True]
-    x2 = torch.eye(4) * 2.0               # now unit 3 wins on the 4th input: alive, though small
-    d2 = nb_filters.dead_filters(net, x2, norm_ratio=0.1)
-    assert d2["dead_mask"].tolist() == [False, False, False, False, True]
-    assert d2["small_norm"] == pytest.approx(2 / 5)
+    assert d["change_live"] == pytest.approx(2.0)
+    assert d["change_dead"] == pytest.approx(0.0)                  # torch's median: the lower of 0 and 0.2
+    with torch.no_grad():
+        net.fcs[0].weight[3, 3] += 5.0    # now unit 3 wins on the 4th input: alive
+    d2 = nb_filters.dead_filters(net, torch.eye(4) * 2.0)
+    assert d2["dead_mask"].tolist() == [False, False, False, False, True] and "change_dead" not in d2
 
 
 def test_mosaic_layout():
@@ -90,7 +95,7 @@ def test_tiny_run_on_generated_idx(tmp_path):
     assert res["dataset"] == "fashion-mnist"
     assert set(res["settings"]) == {"alpha=0,beta=4", "alpha=4,beta=0", "alpha=4,beta=4"}
     for s in res["settings"].values():
-        assert 0.0 <= s["dead"] <= 1.0 and 0.0 <= s["small_norm"] <= 1.0
+        assert 0.0 <= s["dead"] <= 1.0 and s["change_live"] >= 0.0
     assert res["settings"]["alpha=4,beta=0"]["rc"] == 0.0
     assert res["uniform_minimum_alpha4"] == pytest.approx(nb_filters.uniform_minimum((16, 16, 8), 4.0))
     table = (tmp_path / "run" / "table.txt").read_text()
