@@ -77,3 +77,16 @@ def test_config_validation():
         dataclasses.replace(nb_dms_images.Config(), probe_features="hidden").validate()
     with pytest.raises(ValueError, match="val_fraction"):
         dataclasses.replace(nb_dms_images.Config(), val_fraction=1.0).validate()
+
+
+def test_calibrate_bn_uses_the_statistics_of_the_data():
+    torch.manual_seed(0)
+    net = DMSCNN(1, 3, (4, 4, 4, 4))
+    x = torch.randn(20, 1, 28, 28) * 2 + 1
+    inputs = []
+    hook = net.bns[0].register_forward_hook(lambda m, i, o: inputs.append(i[0].detach()))
+    nb_dms_images.calibrate_bn(net, x, batch=10, device="cpu")
+    hook.remove()
+    assert len(inputs) == 2 and net.bns[0].momentum == 0.1          # two batches; momentum restored
+    per_batch_mean = torch.stack([t.mean(dim=(0, 2, 3)) for t in inputs])
+    torch.testing.assert_close(net.bns[0].running_mean, per_batch_mean.mean(0), rtol=1e-5, atol=1e-6)

@@ -12,11 +12,11 @@ batch 500 (a fresh random batch per step, ceil(N / 500) steps per epoch), 50 epo
 prevents filters that memorise input samples.
 
 Dead filter (our definition, stated since the paper gives none): first-layer unit k is dead when it
-never wins its state, i.e. argmax_c softmax(fc1(x))_c != k for every test image x. The MIM objective
-acts on that softmax, and a unit that never takes the largest share receives almost no gradient from
-the entropy term, so its filter stays near its random initialisation: the noise-like tiles of
-Figures 3-4. To check that reading, the table also gives the median relative change of the dead and
-of the live filters, ||w_k - w_k(init)|| / ||w_k(init)||.
+never wins its state, i.e. argmax_c softmax(fc1(x))_c != k for every test image x: the discrete
+latent z never takes the value k, which is what the uniform prior (alpha) is there to prevent
+(Eq 8-9: all states of z should activate). The table also gives the median relative change of the
+dead and of the live filters, ||w_k - w_k(init)|| / ||w_k(init)||, to show whether dead filters are
+the untrained noise of Figures 3-4.
 
 Sanity value (SPEC 1.3): at a minimum with one-hot states (ent = 0) and uniform marginals E = 1/C,
 R_p(C) = log C + (C - 1) log(C / (C - 1)), so for C = 500, 500, 100 and alpha = 4 the loss is
