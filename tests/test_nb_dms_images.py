@@ -90,3 +90,20 @@ def test_calibrate_bn_uses_the_statistics_of_the_data():
     assert len(inputs) == 2 and net.bns[0].momentum == 0.1          # two batches; momentum restored
     per_batch_mean = torch.stack([t.mean(dim=(0, 2, 3)) for t in inputs])
     torch.testing.assert_close(net.bns[0].running_mean, per_batch_mean.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_resume_reuses_the_trained_network(tmp_path):
+    """A resumed run whose DMS job had finished must get the trained weights back, not a fresh network."""
+    from fastmi.experiments import runner
+
+    _, cfg = __import__("_experiment_helpers").tiny_config("nb_dms_images")
+    x = torch.randn(24, 1, 28, 28)
+    ctx = runner.RunContext(name="nb_dms_images", run_dir=tmp_path, progress=False)
+    trained, _ = nb_dms_images.train_dms(ctx, cfg, x)
+    torch.manual_seed(ctx.job_seed("dms-cnn"))
+    fresh = DMSCNN(1, cfg.k, tuple(cfg.channels))
+    assert not torch.equal(fresh.fc.weight, trained.fc.weight)
+    ctx2 = runner.RunContext(name="nb_dms_images", run_dir=tmp_path, progress=False, resume=True)
+    resumed, _ = nb_dms_images.train_dms(ctx2, cfg, x)
+    for k, v in trained.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k

@@ -153,8 +153,12 @@ def train_dms(ctx: runner.RunContext, cfg: Config, x: torch.Tensor) -> tuple[DMS
                        rc_bn=cfg.rc_bn, generator=gen, backend=ctx.backend)
         return {"epoch_f": i / per_epoch, **row}
 
+    def finish():   # the trained weights live with the finished job, so --resume gets them back
+        return {"state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+
     res = ctx.loop(job, {"model": model, "opt": opt, "gen": gen}, step, cfg.epochs * per_epoch,
-                   ckpt_every=per_epoch)
+                   ckpt_every=per_epoch, finish=finish)
+    model.load_state_dict(res.final["state"])
     return model, res
 
 
