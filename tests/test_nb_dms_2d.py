@@ -105,6 +105,28 @@ def test_dms_step_rc_matches_independent_computation():
         dms_step(net, opt, x, beta=1.0, rc_bn="frozen")
 
 
+def test_rc_clean_pass_separate_same_step_more_bn_updates():
+    """DML.ipynb's own R_c clean pass: the same parameters after the step, BN running stats updated 3x not 2x."""
+    x = torch.randn(12, 8)
+    nets, counts = [], []
+    for mode in ("reuse", "separate"):
+        torch.manual_seed(0)
+        net = DMSMLP(8, 3, (16, 16))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        dms_step(net, opt, x, beta=1.0, rc_clean_pass=mode, generator=torch.Generator().manual_seed(5),
+                 backend="reference")
+        nets.append(net)
+        counts.append(int(net.net[1].num_batches_tracked))
+    assert counts == [2, 3]
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(nets[0].net[1].running_mean, nets[1].net[1].running_mean)
+    with pytest.raises(ValueError, match="rc_clean_pass"):
+        dms_step(nets[0], torch.optim.SGD(nets[0].parameters(), lr=0.0), x, beta=1.0, rc_clean_pass="x")
+    with pytest.raises(ValueError, match="rc_clean_pass"):
+        dataclasses.replace(nb_dms_2d.Config(), rc_clean_pass="x").validate()
+
+
 def test_short_run_lowers_dms_loss_and_separates_blobs():
     cfg = dataclasses.replace(nb_dms_2d.Config(), dim=16)
     data = nb_dms_2d.make_data(cfg, "blobs", 1)

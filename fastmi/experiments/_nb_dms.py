@@ -11,6 +11,12 @@ zeta = 0.1 N(0, 1), one per batch. w: in DML.ipynb beta only switches R_c on (w 
 its own batch statistics; the clean pass of the DMS term is reused as R_c's clean pass (the same
 numbers in training mode, one forward pass fewer). "eval" runs both R_c passes with the running
 statistics (gradients still flow), so R_c measures the smoothness of the function used at test time.
+
+``rc_clean_pass`` (rc_bn="train" only): "separate" (DML.ipynb) runs R_c's clean pass as its own
+training-mode forward pass, so BatchNorm's running statistics take three updates per step (DMS clean,
+R_c clean, R_c perturbed); its outputs equal the DMS pass's, so the gradients are those of "reuse",
+and the extra pass runs without a graph (only the running statistics change). "reuse" (ours, older
+default) takes two updates per step. Only the evaluation-mode (running statistics) predictions differ.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import torch
 from .. import functional as F
 
 RC_BN_MODES = ("train", "eval")
+RC_CLEAN_PASSES = ("reuse", "separate")
 
 
 def rc_weight(beta: float, beta_multiplies: bool) -> float:
@@ -29,10 +36,13 @@ def rc_weight(beta: float, beta_multiplies: bool) -> float:
 
 
 def dms_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, *, beta: float,
-             beta_multiplies: bool = False, rc_bn: str = "train", generator=None, backend: str = "auto") -> dict:
+             beta_multiplies: bool = False, rc_bn: str = "train", rc_clean_pass: str = "reuse", generator=None,
+             backend: str = "auto") -> dict:
     """One Adam step on the DMS loss (+ R_c) of batch ``x``; returns the detached terms."""
     if rc_bn not in RC_BN_MODES:
         raise ValueError(f"rc_bn must be one of {RC_BN_MODES}, got {rc_bn!r}")
+    if rc_clean_pass not in RC_CLEAN_PASSES:
+        raise ValueError(f"rc_clean_pass must be one of {RC_CLEAN_PASSES}, got {rc_clean_pass!r}")
     model.train()
     logits = model(x)
     dms = F.nb_dms(logits, backend=backend)
@@ -45,6 +55,9 @@ def dms_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor
             clean, pert = model(x), model(x_tilde)
             model.train()
         else:
+            if rc_clean_pass == "separate":
+                with torch.no_grad():
+                    model(x)   # DML.ipynb's own R_c clean pass: same outputs, one more BN running-stat update
             clean, pert = logits, model(x_tilde)
         rc = F.fd_smoothness(clean, pert, zeta, backend=backend)
     loss = dms + w * rc

@@ -23,7 +23,7 @@ import torch
 from ..data.manifolds import DATASETS, Standardizer, embed, make_manifolds, random_rotation, unembed
 from ..models import DMSMLP
 from . import plotting, runner
-from ._nb_dms import RC_BN_MODES, dms_step, predict
+from ._nb_dms import RC_BN_MODES, RC_CLEAN_PASSES, dms_step, predict
 
 NAME = "nb_dms_2d"
 SUMMARY = "Neural Bayes Fig 1: DMS on spirals / circles / moons / blobs in 512-D, adjusted Rand index"
@@ -38,6 +38,7 @@ class Config:
     lr: float = 1e-3
     beta_multiplies: bool = False     # DML.ipynb: beta > 0 only switches R_c on (weight 1)
     rc_bn: str = "train"              # BatchNorm mode of the R_c passes (the code: train)
+    rc_clean_pass: str = "separate"   # DML.ipynb: R_c's clean pass is its own forward (3 BN stat updates/step); "reuse": 2
     seeds: int = 1
     spirals_n: int = 1200             # 3 arms x 400
     spirals_k: int = 3
@@ -73,6 +74,8 @@ class Config:
             raise ValueError("nb_dms_2d: dim >= 2, lr > 0, seeds >= 1 and non-empty hidden needed")
         if self.rc_bn not in RC_BN_MODES:
             raise ValueError(f"nb_dms_2d: rc_bn must be one of {RC_BN_MODES}, got {self.rc_bn!r}")
+        if self.rc_clean_pass not in RC_CLEAN_PASSES:
+            raise ValueError(f"nb_dms_2d: rc_clean_pass must be one of {RC_CLEAN_PASSES}, got {self.rc_clean_pass!r}")
         for d in DATASETS:
             s = self.settings(d)
             if s["n"] < 2 * s["k"] or s["k"] < 2 or s["epochs"] < 1 or s["beta"] < 0:
@@ -125,7 +128,7 @@ def train(ctx: runner.RunContext, cfg: Config, dataset: str, seed_index: int) ->
 
     def step(_):
         return dms_step(model, opt, x, beta=s["beta"], beta_multiplies=cfg.beta_multiplies, rc_bn=cfg.rc_bn,
-                        generator=gen, backend=ctx.backend)
+                        rc_clean_pass=cfg.rc_clean_pass, generator=gen, backend=ctx.backend)
 
     def finish():
         pred = predict(model, x).argmax(1).cpu().numpy()
