@@ -12,3 +12,6 @@ __all__ = ["correlated_gaussian", "rho_for_mi", "onehot_pairs", "all_onehot_pair
            "read_idx", "write_idx", "load_idx_dataset", "load_images", "prepare_batch", "TensorImages",
            "NUM_CLASSES", "DatasetNotFoundError", "read_cifar", "read_stl10", "write_fake_dataset",
            "mnist_or_fashion"]
+from .manifolds import DATASETS as MANIFOLD_DATASETS, embed, make_manifolds, random_rotation, unembed  # noqa: E402
+
+__all__ += ["MANIFOLD_DATASETS", "make_manifolds", "random_rotation", "embed", "unembed"]

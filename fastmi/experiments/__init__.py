@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 
 # name -> one-line summary lives in each module (SUMMARY); the order here is the listing order
-EXPERIMENTS = ("remine_onehot", "remine_gaussian", "remine_slb", "remine_clb", "nb_mim", "nb_mim_batch", "nb_mim_ablation")
+EXPERIMENTS = ("remine_onehot", "remine_gaussian", "remine_slb", "remine_clb", "nb_dms_2d", "nb_filters",
+               "nb_dms_images", "nb_mim", "nb_mim_batch", "nb_mim_ablation")
 
 
 def get_experiment(name: str):
