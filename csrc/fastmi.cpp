@@ -25,11 +25,6 @@ TORCH_LIBRARY(fastmi, m) {
       "Tensor x_scale, "
       "Tensor y_scale, Tensor? pos_index, int exclude, bool cols, Tensor row_lse, Tensor col_lse) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
-  // The row statistics of separable_lse without columns, plus (want_grad) the gradients of
-  // sum_i (row_lse_i - pos_i) in the same pass: (row_lse, pos, dx, dy), dx and dy 0 x d otherwise.
-  m.def(
-      "separable_ce(Tensor x, Tensor y, Tensor x_scale, Tensor y_scale, Tensor? pos_index, int exclude, "
-      "bool want_grad) -> (Tensor, Tensor, Tensor, Tensor)");
   // fd_jacobian (csrc/cpu/fd_jacobian.cpp): perturbation in the span of the batch, and the
   // per-sample squared difference of the smoothness penalty.
   m.def("fd_perturb(Tensor x, Tensor seed, Tensor zeta, int noise, bool center) -> Tensor");

@@ -379,106 +379,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_lse_backwar
   return {dx, dy, da, db};
 }
 
-
-// Cross-entropy in one pass: row_lse and pos as separable_lse (no column statistics), and, when
-// want_grad, the gradients of sum_i (row_lse_i - pos_i) (InfoNCE's loss up to a constant factor):
-//           G = diag(a) (softmax_rows(S) - onehot(p)) diag(b),   dx = G y,   dy = G^T x
-// Row blocks of CE_ROWS rows are processed in order; the block's CE_ROWS x m panel of S is
-// computed with one matmul, so each row's log-sum-exp is exact before its softmax is formed and G
-// is built in place. Three matmuls in all, where the forward + recomputing backward of
-// separable_lse take four. Memory: the panel (CE_ROWS * m) beyond inputs and outputs. dy is
-// accumulated block after block: deterministic for a given number of threads.
-constexpr int64_t CE_ROWS = 64;
-
-// One panel row: scale, exclude, take pos, and (want_grad) overwrite with a_i b_j (P_ij - [j = p]).
-// Returns row_lse; a row whose log-sum-exp is not finite gets no softmax term (as in `term`).
-template <typename T>
-T ce_row(T* row, int64_t m, T a, const T* b, int64_t p, int64_t ex, T& pos, bool want_grad) {
-  using Vec = Vectorized<T>;
-  const int64_t V = Vec::size();
-  pos = a * b[p] * row[p];
-  scale_row<T>(row, row, m, a, b, ex);
-  T mx = at::vec::reduce_all<T>([](Vec& u, Vec& v) { return at::vec::maximum(u, v); }, row, m);
-  if (!std::isfinite(mx)) {  // NaN, +inf, or no negatives (-inf)
-    if (want_grad) {
-      std::fill(row, row + m, T(0));
-      row[p] = -a * b[p];
-    }
-    return mx;
-  }
-  const Vec vM(mx);
-  Vec acc(T(0));
-  int64_t j = 0;
-  for (; j + V <= m; j += V) {
-    const Vec e = (Vec::loadu(row + j) - vM).exp();
-    acc = acc + e;
-    if (want_grad) e.store(row + j);
-  }
-  if (j < m) {
-    const Vec e = (Vec::loadu(row + j, m - j) - vM).exp();
-    acc = acc + Vec::set(Vec(T(0)), e, m - j);
-    if (want_grad) e.store(row + j, m - j);
-  }
-  const T sum = at::vec::vec_reduce_all<T>([](Vec& u, Vec& v) { return u + v; }, acc);
-  if (want_grad) {
-    const Vec vs(a / sum);
-    for (j = 0; j + V <= m; j += V) (Vec::loadu(row + j) * vs * Vec::loadu(b + j)).store(row + j);
-    for (; j < m; ++j) row[j] = row[j] * (a / sum) * b[j];
-    row[p] -= a * b[p];
-  }
-  return mx + std::log(sum);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_ce_cpu(
-    const at::Tensor& x, const at::Tensor& y, const at::Tensor& x_scale, const at::Tensor& y_scale,
-    const std::optional<at::Tensor>& pos_index, int64_t exclude, bool want_grad) {
-  Inputs in = check_inputs("fastmi::separable_ce", x, y, x_scale, y_scale, pos_index, exclude, false);
-  const auto opts = in.x.options();
-  at::Tensor row_lse = at::empty({in.n}, opts);
-  at::Tensor pos = at::zeros({in.n}, opts);
-  at::Tensor dx = want_grad ? at::zeros_like(in.x) : at::empty({0, in.d}, opts);
-  at::Tensor dy = want_grad ? at::zeros_like(in.y) : at::empty({0, in.d}, opts);
-  if (in.n == 0 || in.m == 0) {
-    row_lse.fill_(-std::numeric_limits<double>::infinity());
-    return {row_lse, pos, dx, dy};
-  }
-  at::Tensor panel = at::empty({std::min(CE_ROWS, in.n), in.m}, opts);
-  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "separable_ce_cpu", [&] {
-    using T = scalar_t;
-    const int64_t* idx = in.idx.defined() ? in.idx.data_ptr<int64_t>() : nullptr;
-    const T* a = in.a.data_ptr<T>();
-    const T* b = in.b.data_ptr<T>();
-    T* rl = row_lse.data_ptr<T>();
-    T* ps = pos.data_ptr<T>();
-    for (int64_t r0 = 0; r0 < in.n; r0 += CE_ROWS) {
-      const int64_t rn = std::min(CE_ROWS, in.n - r0);
-      at::Tensor P = panel.narrow(0, 0, rn);
-      at::Tensor xb = in.x.narrow(0, r0, rn);
-      at::mm_out(P, xb, in.y.t());
-      T* pp = P.data_ptr<T>();
-      at::parallel_for(0, rn, 1, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t r = r0 + i;
-          rl[r] = ce_row<T>(pp + i * in.m, in.m, a[r], b, positive_col(idx, r), excluded_col(in, idx, r), ps[r],
-                            want_grad);
-        }
-      });
-      if (want_grad) {
-        at::Tensor dxb = dx.narrow(0, r0, rn);
-        at::mm_out(dxb, P, in.y);
-        dy.addmm_(P.t(), xb);
-      }
-    }
-  });
-  return {row_lse, pos, dx, dy};
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastmi, CPU, m) {
   m.impl("separable_lse", &separable_lse_cpu);
   m.impl("separable_lse_backward", &separable_lse_backward_cpu);
-  m.impl("separable_ce", &separable_ce_cpu);
 }
 
 }  // namespace fastmi

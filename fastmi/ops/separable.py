@@ -22,9 +22,6 @@ computed in it too), so their gradients are the kernels' outputs: no O(n d) temp
 
 Ops: ``fastmi::separable_lse(_backward)`` (C++ CPU kernel, csrc/cpu/separable.cpp) and
 ``fastmi::separable_lse_triton(_backward)`` (Triton, kernels/separable.py; the GPU path).
-On the CPU, in eager autograd, the row-only statistics go through ``fastmi::separable_ce``
-instead (``_CrossEntropyRows``): its forward also produces InfoNCE's gradients, with three
-matmuls over S in all instead of four.
 """
 from __future__ import annotations
 
@@ -117,65 +114,6 @@ _ctx, _bwd = _make_autograd(lambda *a: separable_lse_triton_backward(*a))
 separable_lse_triton.register_autograd(_bwd, setup_context=_ctx)
 
 
-# --- one-pass cross-entropy gradient (C++ CPU, eager) ----------------------------------------
-if _backend.ext_has_op("separable_ce"):
-    def _fake_ce(x, y, x_scale, y_scale, pos_index, exclude, want_grad):
-        dt = stats_dtype(x.dtype)
-        d = x.shape[1]
-        return (x.new_empty((x.shape[0],), dtype=dt), x.new_empty((x.shape[0],), dtype=dt),
-                x.new_empty((x.shape[0], d) if want_grad else (0, d)), y.new_empty((y.shape[0], d) if want_grad else (0, d)))
-
-    torch.library.register_fake("fastmi::separable_ce")(_fake_ce)
-
-
-class _CrossEntropyRows(torch.autograd.Function):
-    """(row_lse, pos) whose forward also computes the gradients of sum_i (row_lse_i - pos_i) with
-    respect to x and y (``fastmi::separable_ce``: three matmuls over S instead of the four of a
-    forward and a recomputing backward). When the incoming gradients are those of InfoNCE,
-    dL/drow_lse = c and dL/dpos = -c for every row, the backward is c * (dx, dy), scaled in place
-    so that the buffers become the gradients (no extra O(n d) memory); any other incoming gradient,
-    or a second backward (retain_graph), recomputes through ``fastmi::separable_lse_backward``."""
-
-    @staticmethod
-    def forward(ctx, x, y, x_scale, y_scale, pos_index, exclude):
-        row_lse, pos, gx, gy = torch.ops.fastmi.separable_ce(x, y, x_scale, y_scale, pos_index, exclude, True)
-        ctx.save_for_backward(x, y, x_scale, y_scale, pos_index, row_lse)
-        ctx.exclude = exclude
-        ctx.grads = (gx, gy)  # not saved tensors: handed over as the gradients in backward
-        return row_lse, pos
-
-    @staticmethod
-    def backward(ctx, grad_row, grad_pos):
-        if torch.is_grad_enabled():
-            raise RuntimeError("fastmi: second-order gradients through the fused separable kernels are not "
-                               "supported; use backend='reference' for double backward")
-        x, y, x_scale, y_scale, pos_index, row_lse = ctx.saved_tensors
-        grads, ctx.grads = ctx.grads, None
-        if grad_row is None:
-            grad_row = torch.zeros_like(row_lse)
-        if grad_pos is None:
-            grad_pos = torch.zeros_like(row_lse)
-        c = grad_row[:1]
-        if (grads is not None and grad_row.numel() > 0 and bool((grad_row == c).all())
-                and bool((grad_pos == -c).all())):
-            gx, gy = grads
-            del grads
-            c = float(c)  # one host sync; this path is CPU only
-            return gx.mul_(c), gy.mul_(c), None, None, None, None
-        dx, dy, da, db = torch.ops.fastmi.separable_lse_backward(
-            grad_row.contiguous(), torch.zeros_like(row_lse[:0]), grad_pos.contiguous(), x, y, x_scale, y_scale,
-            pos_index, ctx.exclude, False, row_lse, row_lse[:0])
-        return dx, dy, da.to(x_scale.dtype), db.to(y_scale.dtype), None, None
-
-
-def _one_pass_ce(x: Tensor, y: Tensor, x_scale: Tensor, y_scale: Tensor, cols: bool, backend: str) -> bool:
-    """Whether the one-pass cross-entropy path applies: C++ CPU, row statistics only, eager autograd
-    that needs dx or dy but no gradient of the scales (those come from the general backward)."""
-    return (backend == "cpu" and not cols and torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-            and not (x_scale.requires_grad or y_scale.requires_grad) and not torch.compiler.is_compiling()
-            and _backend.ext_has_op("separable_ce"))
-
-
 def lse_stats(x: Tensor, y: Tensor, x_scale: Tensor, y_scale: Tensor, pos_index: Optional[Tensor], exclude: int,
               cols: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """(row_lse, col_lse, pos) of S = diag(x_scale) x y^T diag(y_scale) with the chosen fused backend (autograd-aware)."""
@@ -183,7 +121,4 @@ def lse_stats(x: Tensor, y: Tensor, x_scale: Tensor, y_scale: Tensor, pos_index:
         return separable_lse_triton(x, y, x_scale, y_scale, pos_index, exclude, cols)
     if backend == "cpu" and x.dtype not in (torch.float32, torch.float64):
         x, y = x.float(), y.float()  # the CPU kernel computes half types in fp32
-    if _one_pass_ce(x, y, x_scale, y_scale, cols, backend):
-        row_lse, pos = _CrossEntropyRows.apply(x, y, x_scale, y_scale, pos_index, exclude)
-        return row_lse, row_lse.new_empty((0,)), pos
     return torch.ops.fastmi.separable_lse(x, y, x_scale, y_scale, pos_index, exclude, cols)
