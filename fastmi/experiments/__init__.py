@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 
 # name -> one-line summary lives in each module (SUMMARY); the order here is the listing order
-EXPERIMENTS = ("remine_onehot", "remine_gaussian", "remine_slb", "remine_clb")
+EXPERIMENTS = ("remine_onehot", "remine_gaussian", "remine_slb", "remine_clb", "vim_mnist", "vim_cifar")
 
 
 def get_experiment(name: str):
