@@ -236,7 +236,8 @@ def plot_vs(ax, curves: dict, xlabel: str, ylabel: str, logx: bool = True) -> No
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def scatter_codes(path, panels: dict, labels: torch.Tensor, title: str) -> None:
