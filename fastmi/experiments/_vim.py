@@ -251,7 +251,7 @@ def scatter_codes(path, panels: dict, labels: torch.Tensor, title: str) -> None:
         ax.set_xlabel("mu_1")
         ax.set_ylabel("mu_2")
     fig.colorbar(sc, ax=axes, fraction=0.02, ticks=range(10), label="class")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.04)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plotting.pyplot().close(fig)
 

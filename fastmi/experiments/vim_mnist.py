@@ -163,16 +163,20 @@ def _paper(spec: _vim.ModelSpec, key: str):
     return PAPER.get(_paper_key(spec), {}).get(key)
 
 
+def _head() -> str:
+    return (f"{'model':<24}{'error':>7}{'(p)':>6}{'L2':>7}{'(p)':>6}{'L1':>7}{'L1x255':>8}{'(p)':>5}"
+            f"{'Linf':>6}{'(p)':>6}{'L0':>5}{'ok':>6}{'ARI':>7}{'(p)':>7}{'purity':>8}{'Hoyer':>7}{'(p)':>6}")
+
+
 def table(cfg: Config, dataset: str, note: str, rows: dict, plan_: dict) -> str:
     f = _vim.fmt
     epochs = sorted({r["epochs"] for r in rows.values()})
     lines = [f"vim_mnist (Crescimanna & Graham, Tables 1-3) on {dataset}; K = {cfg.k}; paper numbers: MNIST"
-             + (f" ({note})" if note else ""),
-             "Table 1-3: test error % | CW-L2 targeted 0 -> 1, mean over successes, [0,1] pixels: L2, L1, L1 x255, "
-             "Linf, L0 (pixels changed > 1/255) | k-means ARI, purity, Hoyer; (paper) after each"]
-    head = (f"{'model':<24}{'error':>7}{'(p)':>6}{'L2':>7}{'(p)':>6}{'L1':>7}{'L1x255':>8}{'(p)':>5}"
-            f"{'Linf':>6}{'(p)':>6}{'L0':>5}{'ok':>6}{'ARI':>7}{'(p)':>7}{'purity':>8}{'Hoyer':>7}{'(p)':>6}")
-    lines.append(head)
+             + (f" ({note})" if note else "")]
+    if any(role == "table" for _, _, _, role in plan_.values()):
+        lines.append("Tables 1-3: test error % | CW-L2 targeted 0 -> 1, mean over successes, [0,1] pixels: L2, L1, "
+                     "L1 x255, Linf, L0 (pixels changed > 1/255) | k-means ARI, purity, Hoyer; (paper) after each")
+        lines.append(_head())
     for job, (spec, _, _, role) in plan_.items():
         if role != "table":
             continue
