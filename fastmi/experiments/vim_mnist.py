@@ -154,6 +154,13 @@ def plan(cfg: Config) -> dict:
     return jobs
 
 
+def _sweep_points(cfg: Config, plan_: dict) -> dict:
+    """The jobs of Figure 1: the sweep's, and the table's VIB / VIM trained for as many epochs."""
+    epochs = cfg.sweep_epochs or cfg.epochs
+    return {job: p for job, p in plan_.items() if p[0].objective != "baseline"
+            and (p[3] == "sweep" or (p[3] == "table" and p[2] == epochs))}
+
+
 def _paper_key(spec: _vim.ModelSpec) -> str:
     return "baseline" if spec.objective == "baseline" else f"{spec.objective}:{spec.beta:g}"
 
@@ -191,7 +198,7 @@ def table(cfg: Config, dataset: str, note: str, rows: dict, plan_: dict) -> str:
                      f"{r.get('attack_successes', 0):>3}/{r.get('attack_attacked', 0):<2}"
                      f"{f(r['ari']):>7}{p('ari', '.3f'):>7}{f(r['purity']):>8}{f(r['hoyer']):>7}{p('hoyer'):>6}")
     lines += orderings(plan_, rows)
-    sweep = [(s, rows[j]) for j, (s, _, _, role) in plan_.items() if role in ("sweep", "table") and s.objective != "baseline"]
+    sweep = [(s, rows[j]) for j, (s, _, _, _) in _sweep_points(cfg, plan_).items()]
     if cfg.sweep_betas:
         lines.append("Figure 1 (test error % vs beta): "
                      + "; ".join(f"{s.objective.upper()} s={s.sigma:g} b={s.beta:g}: {r['test_error']:.2f}"
@@ -236,9 +243,8 @@ def orderings(plan_: dict, rows: dict) -> list:
 
 def figures(run_dir, cfg: Config, dataset: str, plan_: dict, rows: dict, results: dict, labels) -> None:
     pts = {}
-    for job, (spec, k, _, role) in plan_.items():
-        if role in ("table", "sweep") and spec.objective != "baseline":
-            pts.setdefault((spec.objective, spec.sigma), []).append((spec.beta, rows[job]["test_error"]))
+    for job, (spec, _, _, _) in _sweep_points(cfg, plan_).items():
+        pts.setdefault((spec.objective, spec.sigma), []).append((spec.beta, rows[job]["test_error"]))
     if any(len(v) > 1 for v in pts.values()):
         fig, axes = plotting.grid(2, 2, size=(5.0, 3.6))
         _vim.plot_vs(axes[0], {f"{o.upper()} sigma={s:g}": v for (o, s), v in pts.items() if s == cfg.sigma},
