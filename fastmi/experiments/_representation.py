@@ -43,10 +43,8 @@ def purity(clusters, labels) -> float:
     clusters, labels = np.asarray(clusters), np.asarray(labels)
     if clusters.shape != labels.shape or clusters.ndim != 1 or len(labels) == 0:
         raise ValueError(f"purity: clusters {clusters.shape} and labels {labels.shape} must be equal, non-empty 1-D")
-    total = 0
-    for c in np.unique(clusters):
-        total += np.bincount(np.unique(labels, return_inverse=True)[1][clusters == c]).max()
-    return total / len(labels)
+    label_ids = np.unique(labels, return_inverse=True)[1]
+    return sum(np.bincount(label_ids[clusters == c]).max() for c in np.unique(clusters)) / len(labels)
 
 
 def cluster_scores(codes: torch.Tensor, labels: torch.Tensor, n_clusters: int = 10, seed: int = 0,

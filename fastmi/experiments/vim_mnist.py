@@ -245,7 +245,7 @@ def figures(run_dir, cfg: Config, dataset: str, plan_: dict, rows: dict, results
     pts = {}
     for job, (spec, _, _, _) in _sweep_points(cfg, plan_).items():
         pts.setdefault((spec.objective, spec.sigma), []).append((spec.beta, rows[job]["test_error"]))
-    if any(len(v) > 1 for v in pts.values()):
+    if pts:
         fig, axes = plotting.grid(2, 2, size=(5.0, 3.6))
         _vim.plot_vs(axes[0], {f"{o.upper()} sigma={s:g}": v for (o, s), v in pts.items() if s == cfg.sigma},
                      "beta", "test error (%)")
