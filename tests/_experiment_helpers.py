@@ -34,7 +34,16 @@ TINY = {
     "nb_mim_ablation": {"dataset": "fashion-mnist", "width": 0.05, "n_train": 30, "n_test": 12, "epochs": 1, "mbs": 10,
                         "bs": 10, "n_random": 1, "n_alpha0": 1, "n_beta0": 1, "probe_epochs": 2,
                         "random_baseline": False},
+    "vim_mnist": {"hidden": (16,), "k": 4, "epochs": 2, "batch_size": 10, "n_train": 40, "n_test": 20,
+                  "models": ("baseline", "vib:1e-3", "vim:1e-3"), "sweep_betas": (1e-2,), "sweep_sigmas": (1.0,),
+                  "sweep_epochs": 1, "k2_models": ("baseline", "vim:1e-3"), "k2_epochs": 1, "attack_n": 2,
+                  "attack_steps": 10, "attack_binary_steps": 2, "kmeans_init": 1, "eval_batch": 16},
+    "vim_cifar": {"widths": (4, 4, 4, 4), "k": 3, "epochs": 2, "batch_size": 10, "sigmas": (1.0,), "betas": (1e-3,),
+                  "n_train": 40, "n_test": 20, "lr_milestones": (1,), "kmeans_init": 1, "eval_batch": 16},
 }
+
+# experiments that read a dataset: the fake one their tiny run gets (fastmi.data.write_fake_dataset)
+TINY_DATA = {"vim_mnist": "fashion-mnist", "vim_cifar": "cifar10"}
 
 
 def tiny_config(name: str, **over):
@@ -51,6 +60,18 @@ def make_idx_folder(folder: Path, n_train=30, n_test=12, gz=True, seed=0) -> Pat
         write_idx(folder / f"{split}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
         write_idx(folder / f"{split}-labels-idx1-ubyte{ext}", (np.arange(n) % 10).astype(np.uint8))
     return folder
+
+
+def tiny_data_dir(name: str, tmp_path: Path):
+    """The data folder of ``name``'s tiny run: generated idx files (configs on fashion-mnist), a fake
+    dataset in its real on-disk format (TINY_DATA), or None (synthetic data)."""
+    if name in TINY_DATA:
+        from fastmi.data import write_fake_dataset
+
+        return write_fake_dataset(TINY_DATA[name], tmp_path / "data", n_train=40, n_test=20)
+    if TINY[name].get("dataset") == "fashion-mnist":
+        return make_idx_folder(tmp_path / "data")
+    return None
 
 
 def run_tiny(name: str, run_dir: Path, data_dir=None, **ctx_kw):

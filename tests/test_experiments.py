@@ -7,12 +7,12 @@ import pytest
 
 from fastmi.experiments import EXPERIMENTS, runner
 
-from _experiment_helpers import TINY, make_idx_folder, one_thread, run_tiny  # noqa: F401 (autouse fixture)
+from _experiment_helpers import make_idx_folder, one_thread, run_tiny, tiny_data_dir  # noqa: F401 (autouse fixture)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_tiny_run_writes_run_folder(name, tmp_path, capsys):
-    data = make_idx_folder(tmp_path / "data") if TINY[name].get("dataset") == "fashion-mnist" else None
+    data = tiny_data_dir(name, tmp_path)
     run_dir = tmp_path / "run"
     results = run_tiny(name, run_dir, data_dir=data)
     for f in ("config.json", "metrics.csv", "results.json", "table.txt"):
