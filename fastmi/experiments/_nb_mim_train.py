@@ -52,9 +52,7 @@ class MIMSettings:
     eval_batch: int = runner.runner_field(500)
 
     def paper_value(self, name: str, value) -> str:
-        if name in ("n_train", "n_test") and value == 0:
-            return "the whole split"
-        return repr(value)
+        return runner.whole_split_paper_value(name, value)
 
     def validate(self):
         if self.dataset not in _nb_mim_data.DATASETS:

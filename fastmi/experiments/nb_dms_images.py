@@ -57,11 +57,7 @@ class Config:
     eval_batch: int = runner.runner_field(1000)
 
     def paper_value(self, name, value):
-        if name == "dataset":
-            return "MNIST"
-        if name in ("n_train", "n_test") and value == 0:
-            return "the whole split"
-        return repr(value)
+        return runner.whole_split_paper_value(name, value, "MNIST")
 
     def validate(self):
         if self.dataset not in ("auto", "mnist", "fashion-mnist"):

@@ -59,11 +59,7 @@ class Config:
     n_show: int = runner.runner_field(100)        # filters drawn per setting
 
     def paper_value(self, name, value):
-        if name == "dataset":
-            return "MNIST"
-        if name in ("n_train", "n_test") and value == 0:
-            return "the whole split"
-        return repr(value)
+        return runner.whole_split_paper_value(name, value, "MNIST")
 
     def validate(self):
         if self.dataset not in ("auto", "mnist", "fashion-mnist"):

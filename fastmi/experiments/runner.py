@@ -224,6 +224,16 @@ def _resume_key(config: dict, cfg) -> dict:
     return {k: v for k, v in config.items() if k not in free}
 
 
+def whole_split_paper_value(name: str, value, dataset: Optional[str] = None) -> str:
+    """How the paper's setting reads in a table's list of differences, for configs whose n_train /
+    n_test of 0 mean the whole split (the paper's) and whose ``dataset`` field stands for ``dataset``."""
+    if name == "dataset" and dataset:
+        return dataset
+    if name in ("n_train", "n_test") and value == 0:
+        return "the whole split"
+    return repr(value)
+
+
 def differences(cfg) -> list[str]:
     """'key=value (paper: default)' for every paper setting that differs from the paper's defaults."""
     paper = type(cfg)()
