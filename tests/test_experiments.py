@@ -63,6 +63,24 @@ def test_list_and_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         runner.main(["no_such_experiment"])
     assert "unknown experiment" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["remine_onehot", "--backend", "gpu"])
+    assert "--backend must be one of" in capsys.readouterr().err
+
+
+def test_errors_found_during_a_run_are_usage_errors(tmp_path, monkeypatch, capsys):
+    args = ["remine_onehot", "--quick", "--set", "steps=3", "--set", "batches=4", "--set", "sweep_targets=0",
+            "--out", str(tmp_path), "--no-progress"]
+    assert runner.main(args) == 0
+    capsys.readouterr()
+    monkeypatch.delenv("FASTMI_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as e:                       # --resume with another learning rate
+        runner.main(args + ["--resume", "--set", "lr=0.5"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--resume" in err and "lr: " in err and "Traceback" not in err
+    monkeypatch.setenv("FASTMI_DEBUG", "1")
+    with pytest.raises(ValueError, match="--resume"):
+        runner.main(args + ["--resume", "--set", "lr=0.5"])
 
 
 def test_set_parses_types():

@@ -34,9 +34,24 @@ def test_resume_refuses_another_config(tmp_path):
     module, cfg = tiny_config("remine_onehot")
     runner.run_experiment(module, cfg, runner.RunContext(name="remine_onehot", run_dir=tmp_path, progress=False))
     _, other = tiny_config("remine_onehot", lr=0.05)
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match=r"lr: 0\.1 -> 0\.05"):
         runner.run_experiment(module, other, runner.RunContext(name="remine_onehot", run_dir=tmp_path,
                                                                progress=False, resume=True))
+    with pytest.raises(ValueError, match=r"seed: 0 -> 3"):
+        runner.run_experiment(module, cfg, runner.RunContext(name="remine_onehot", run_dir=tmp_path, seed=3,
+                                                             progress=False, resume=True))
+
+
+def test_resume_names_settings_an_older_run_folder_lacks(tmp_path):
+    module, cfg = tiny_config("remine_onehot")
+    runner.run_experiment(module, cfg, runner.RunContext(name="remine_onehot", run_dir=tmp_path, progress=False))
+    path = tmp_path / "config.json"
+    old = json.loads(path.read_text())
+    del old["config"]["lr"]                      # as written by a fastmi that had no such setting
+    path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"lr: absent \(an older fastmi\)"):
+        runner.run_experiment(module, cfg, runner.RunContext(name="remine_onehot", run_dir=tmp_path,
+                                                             progress=False, resume=True))
 
 
 def test_without_resume_starts_over(tmp_path):

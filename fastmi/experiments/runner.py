@@ -24,6 +24,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
 import shutil
 import time
 import zlib
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+
+from .._backend import BACKENDS
 
 try:
     from tqdm.auto import tqdm
@@ -224,6 +227,20 @@ def _resume_key(config: dict, cfg) -> dict:
     return {k: v for k, v in config.items() if k not in free}
 
 
+def _resume_changes(old: dict, new: dict, cfg) -> list[str]:
+    """'key: old -> new' for every job-defining setting (and the seed) that differs between a run
+    folder's config.json and this invocation; a key the folder lacks was added by a later fastmi."""
+    a, b = _resume_key(_jsonable(old.get("config", {})), cfg), _resume_key(_jsonable(new["config"]), cfg)
+    out = [f"{k}: {a[k]!r} -> {b.get(k)!r}" if k in a else f"{k}: absent (an older fastmi) -> {b[k]!r}"
+           for k in sorted(set(a) | set(b)) if a.get(k, _MISSING) != b.get(k, _MISSING)]
+    if old.get("runner", {}).get("seed") != new["runner"]["seed"]:
+        out.append(f"seed: {old.get('runner', {}).get('seed')!r} -> {new['runner']['seed']!r}")
+    return out
+
+
+_MISSING = object()
+
+
 def whole_split_paper_value(name: str, value, dataset: Optional[str] = None) -> str:
     """How the paper's setting reads in a table's list of differences, for configs whose n_train /
     n_test of 0 mean the whole split (the paper's) and whose ``dataset`` field stands for ``dataset``."""
@@ -281,10 +298,10 @@ def run_experiment(module, cfg, ctx: RunContext) -> dict:
     config_path = run_dir / "config.json"
     if ctx.resume and config_path.exists():
         old = json.loads(config_path.read_text())
-        if (_resume_key(_jsonable(old["config"]), cfg) != _resume_key(_jsonable(config["config"]), cfg)
-                or old["runner"]["seed"] != ctx.seed):
-            raise ValueError(f"--resume: {run_dir} was started with another config or seed; rerun without "
-                             "--resume to start over, or use --out for a new folder")
+        changed = _resume_changes(old, config, cfg)
+        if changed:
+            raise ValueError(f"--resume: {run_dir} was started with other settings ({'; '.join(changed)}); rerun "
+                             "without --resume to start over, or use --out for a new folder")
     elif run_dir.exists():
         shutil.rmtree(run_dir / "jobs", ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -362,6 +379,8 @@ def main(argv=None, module=None) -> int:
             raise ValueError(f"--device must be cpu or cuda[:N], got {args.device!r}")
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: CUDA is not available here")
+        if args.backend not in BACKENDS:
+            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
         if args.threads < 0:
             raise ValueError(f"--threads must be >= 0, got {args.threads}")
     except ValueError as e:
@@ -377,4 +396,10 @@ def main(argv=None, module=None) -> int:
         run_experiment(module, cfg, ctx)
     except DatasetNotFoundError as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
+    except (ValueError, TypeError) as e:
+        # settings that only fail once the run sees its data (--resume mismatch, a batch larger than
+        # the dataset, a backend the machine lacks) read as a usage error; FASTMI_DEBUG=1 re-raises
+        if os.environ.get("FASTMI_DEBUG"):
+            raise
+        p.exit(2, f"{p.prog}: error: {e}\n(FASTMI_DEBUG=1 shows the traceback)\n")
     return 0
