@@ -111,3 +111,8 @@ def test_missing_dataset_is_a_command_line_error(tmp_path, monkeypatch, capsys):
                      "--no-progress"])
     assert e.value.code == 2
     assert "dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_run_context_accepts_a_str_folder(tmp_path):
+    ctx = runner.RunContext(name="remine_onehot", run_dir=str(tmp_path / "run"), progress=False)
+    assert ctx.run_dir == tmp_path / "run" and ctx._job_path("a b", "done").parent == tmp_path / "run" / "jobs"

@@ -80,6 +80,41 @@ def test_dms_mlp_architecture():
         DMSMLP(512, 1)
 
 
+def test_dms_mlp_bn_init():
+    torch.manual_seed(0)
+    ones = [m.weight for m in DMSMLP(8, 3, (32, 32)).modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert all(torch.equal(w, torch.ones_like(w)) for w in ones)
+    torch.manual_seed(0)
+    uni = [m for m in DMSMLP(8, 3, (32, 32), bn_init="uniform").modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    for m in uni:   # PyTorch <= 1.1: gamma ~ U(0, 1), beta = 0
+        assert 0 <= m.weight.min() and m.weight.max() < 1 and m.weight.std() > 0.1
+        assert torch.equal(m.bias, torch.zeros_like(m.bias))
+    with pytest.raises(ValueError, match="bn_init"):
+        DMSMLP(8, 3, bn_init="zeros")
+    with pytest.raises(ValueError, match="bn_init"):
+        dataclasses.replace(nb_dms_2d.Config(), bn_init="zeros").validate()
+
+
+def test_uniform_bn_init_matches_the_notebooks_first_epoch():
+    """DML.ipynb's spirals log starts at DMS 1.370 and R_c 0.081: U(0, 1) gammas give such values at
+    initialisation, gammas of 1 give a larger R_c (~0.3) and a lower DMS (~1.35) (SPEC 1.6 data)."""
+    data = nb_dms_2d.make_data(nb_dms_2d.Config(), "spirals", 123)
+    values = {}
+    for init in ("ones", "uniform"):
+        rc, dms = [], []
+        for s in range(3):
+            torch.manual_seed(s)
+            net = DMSMLP(512, 3, bn_init=init).train()
+            with torch.no_grad():
+                xt, z = F.perturb_in_span(data["x"], generator=torch.Generator().manual_seed(s))
+                logits = net(data["x"])
+                rc.append(F.fd_smoothness(logits, net(xt), z).item())
+                dms.append(F.nb_dms(logits).item())
+        values[init] = (np.mean(rc), np.mean(dms))
+    assert values["uniform"][0] < 0.15 < 0.2 < values["ones"][0]
+    assert values["ones"][1] < 1.362 < values["uniform"][1] < 2 * math.log(2)
+
+
 def test_rc_weight_switch_or_multiply():
     assert rc_weight(3.0, False) == 1.0 and rc_weight(0.0, False) == 0.0
     assert rc_weight(3.0, True) == 3.0

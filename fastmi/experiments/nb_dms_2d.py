@@ -22,6 +22,7 @@ import torch
 
 from ..data.manifolds import DATASETS, Standardizer, embed, make_manifolds, random_rotation, unembed
 from ..models import DMSMLP
+from ..models.neural_bayes_dms import BN_INITS
 from . import plotting, runner
 from ._nb_dms import RC_BN_MODES, RC_CLEAN_PASSES, dms_step, predict
 
@@ -39,6 +40,7 @@ class Config:
     beta_multiplies: bool = False     # DML.ipynb: beta > 0 only switches R_c on (weight 1)
     rc_bn: str = "train"              # BatchNorm mode of the R_c passes (the code: train)
     rc_clean_pass: str = "separate"   # DML.ipynb: R_c's clean pass is its own forward (3 BN stat updates/step); "reuse": 2
+    bn_init: str = "uniform"          # BN gamma ~ U(0, 1): PyTorch <= 1.1's default, which DML.ipynb's run had (see _nb_dms)
     seeds: int = 1
     spirals_n: int = 1200             # 3 arms x 400
     spirals_k: int = 3
@@ -74,6 +76,8 @@ class Config:
             raise ValueError("nb_dms_2d: dim >= 2, lr > 0, seeds >= 1 and non-empty hidden needed")
         if self.rc_bn not in RC_BN_MODES:
             raise ValueError(f"nb_dms_2d: rc_bn must be one of {RC_BN_MODES}, got {self.rc_bn!r}")
+        if self.bn_init not in BN_INITS:
+            raise ValueError(f"nb_dms_2d: bn_init must be one of {BN_INITS}, got {self.bn_init!r}")
         if self.rc_clean_pass not in RC_CLEAN_PASSES:
             raise ValueError(f"nb_dms_2d: rc_clean_pass must be one of {RC_CLEAN_PASSES}, got {self.rc_clean_pass!r}")
         for d in DATASETS:
@@ -121,7 +125,7 @@ def train(ctx: runner.RunContext, cfg: Config, dataset: str, seed_index: int) ->
     data = make_data(cfg, dataset, seed)
     s = cfg.settings(dataset)
     torch.manual_seed(seed)
-    model = DMSMLP(cfg.dim, s["k"], tuple(cfg.hidden)).to(ctx.device)
+    model = DMSMLP(cfg.dim, s["k"], tuple(cfg.hidden), bn_init=cfg.bn_init).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator(device=ctx.device).manual_seed(seed)
     x = data["x"].to(ctx.device)

@@ -70,6 +70,9 @@ class RunContext:
     seconds: dict = dataclasses.field(default_factory=dict)
     _steps_run: int = 0
 
+    def __post_init__(self):
+        self.run_dir = Path(self.run_dir)   # a str from user code works too
+
     def job_seed(self, job: str) -> int:
         """A seed for ``job`` derived from the run's seed (stable across Python sessions)."""
         return (self.seed * 1_000_003 + zlib.crc32(job.encode())) % (2**31 - 1)

@@ -15,14 +15,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class DMSMLP(nn.Module):
-    """x (B x dim_in) -> logits (B x K) through [Linear(no bias) -> BN -> ReLU] per hidden width."""
+BN_INITS = ("ones", "uniform")
 
-    def __init__(self, dim_in: int, k: int, hidden=(400, 400, 400, 400), bn: bool = True):
+
+class DMSMLP(nn.Module):
+    """x (B x dim_in) -> logits (B x K) through [Linear(no bias) -> BN -> ReLU] per hidden width.
+
+    ``bn_init``: the BatchNorm scales gamma start at 1 ("ones", PyTorch >= 1.2's default) or are drawn
+    from U(0, 1) ("uniform", the default of PyTorch <= 1.1, pytorch/pytorch#12259). The biases start at 0.
+    """
+
+    def __init__(self, dim_in: int, k: int, hidden=(400, 400, 400, 400), bn: bool = True, bn_init: str = "ones"):
         super().__init__()
         if dim_in < 1 or k < 2 or not hidden or min(hidden) < 1:
             raise ValueError(f"DMSMLP: need dim_in >= 1, k >= 2 and non-empty positive hidden widths, "
                              f"got dim_in={dim_in}, k={k}, hidden={hidden}")
+        if bn_init not in BN_INITS:
+            raise ValueError(f"DMSMLP: bn_init must be one of {BN_INITS}, got {bn_init!r}")
         layers, width = [], dim_in
         for h in hidden:
             layers += [nn.Linear(width, h, bias=False), nn.BatchNorm1d(h) if bn else nn.Identity(), nn.ReLU()]
@@ -30,6 +39,10 @@ class DMSMLP(nn.Module):
         layers.append(nn.Linear(width, k, bias=False))
         self.net = nn.Sequential(*layers)
         self.dim_in, self.k = dim_in, k
+        if bn_init == "uniform":
+            for m in self.net:
+                if isinstance(m, nn.BatchNorm1d):
+                    nn.init.uniform_(m.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.reshape(x.shape[0], self.dim_in))
