@@ -187,7 +187,7 @@ def table(cfg: Config, results: dict) -> str:
         aris = r["ari"]
         ari = f"{aris[0]:.3f}" if len(aris) == 1 else f"mean {np.mean(aris):.3f} ({', '.join(f'{a:.2f}' for a in aris)})"
         w = s["beta"] if cfg.beta_multiplies else (1.0 if s["beta"] > 0 else 0.0)
-        lines.append(f"{d:<9}{s['n']:>6}{s['k']:>3}{s['beta']:>6g}{s['epochs']:>7}{w:>11g}{ari:>34}"
+        lines.append(f"{d:<9}{s['n']:>6}{s['k']:>3}{s['beta']:>6g}{s['epochs']:>7}{w:>11g}{' ' + ari:>34}"
                      f"{np.mean(r['ari_train_bn']):>14.3f}{'optimal (figure)':>20}")
     lines.append("Paper: Figure 1 shows every dataset optimally labelled (no number); ARI 1.000 = perfect.")
     lines.append(runner.differences_text(cfg))
