@@ -43,6 +43,19 @@ def test_gaussian_stage_statistics(tmp_path):
             assert s["mse"] == pytest.approx(s["bias"] ** 2 + s["variance"], rel=1e-6, abs=1e-9)
 
 
+def test_gaussian_table_keeps_columns_apart_when_an_estimator_diverges():
+    from fastmi.experiments import remine_gaussian
+    cfg = runner.make_config(remine_gaussian, False, [])
+    calm = [{"bias": -0.1, "variance": 0.1, "mse": 0.11} for _ in cfg.levels]
+    wild = [{"bias": 747.13, "variance": 334130.85, "mse": 892332.41} for _ in cfg.levels]
+    lines = remine_gaussian.table(cfg, {"dv": wild, "nwj": calm}).splitlines()
+    header, dv_row, nwj_row = lines[1], lines[2], lines[3]
+    assert len(header) == len(dv_row) == len(nwj_row)
+    assert dv_row.count("+747.13 / 334130.85 / 892332.41") == len(cfg.levels)
+    assert "892332.41+747.13" not in dv_row
+    assert all(header.split()[i + 1] == f"I={v:g}" for i, v in enumerate(cfg.levels))
+
+
 def test_benchmark_summary_layout(tmp_path):
     results = run_tiny("remine_slb", tmp_path / "run", data_dir=make_idx_folder(tmp_path / "data"))
     assert set(results["summary"]) == {"mine", "smile", "infonce", "nwj", "tuba", "js"}

@@ -142,12 +142,16 @@ def _f(v, spec=".2f"):
 
 def table(cfg: Config, stats: dict) -> str:
     lv = cfg.levels
-    head = f"{'estimator':<12}" + "".join(f"{'I=' + format(v, 'g'):>22}" for v in lv)
+    cells = {name: [f"{_f(s['bias'], '+.2f')} / {_f(s['variance'])} / {_f(s['mse'])}" for s in st]
+             for name, st in stats.items()}
+    heads = [f"I={v:g}" for v in lv]
+    # Each column as wide as its widest cell, so a diverging estimator's large numbers never run together.
+    widths = [max([len(h)] + [len(c[i]) for c in cells.values() if i < len(c)]) + 3 for i, h in enumerate(heads)]
     lines = [f"remine_gaussian (Choi & Lee D.4): bias / variance / MSE per stage, {cfg.steps_per_level} steps each, "
-             f"batch {cfg.batch}{', cubic' if cfg.cubic else ''}", head]
-    for name, st in stats.items():
-        cells = "".join(f"{_f(s['bias'], '+.2f') + ' / ' + _f(s['variance']) + ' / ' + _f(s['mse']):>22}" for s in st)
-        lines.append(f"{name:<12}{cells}")
+             f"batch {cfg.batch}{', cubic' if cfg.cubic else ''}",
+             f"{'estimator':<12}" + "".join(h.rjust(w) for h, w in zip(heads, widths))]
+    for name, row in cells.items():
+        lines.append(f"{name:<12}" + "".join(c.rjust(w) for c, w in zip(row, widths)))
     lines.append("Paper: a figure only, no numbers; claim: the regularized estimators track the staircase with "
                  "lower variance (ReDV, ReNWJ vs DV, NWJ in particular).")
     pairs = [(b, "re" + b) for b in BASE if b in stats and "re" + b in stats]
