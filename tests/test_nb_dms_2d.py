@@ -9,7 +9,7 @@ import torch
 from fastmi import functional as F
 from fastmi.data.manifolds import (Standardizer, embed, make_manifolds, random_rotation, rotation_2d, spirals,
                                    unembed)
-from fastmi.experiments import nb_dms_2d
+from fastmi.experiments import nb_dms_2d, runner
 from fastmi.experiments._nb_dms import dms_step, predict, rc_weight
 from fastmi.models import DMSMLP
 
@@ -196,3 +196,53 @@ def test_config_validation():
         dataclasses.replace(nb_dms_2d.Config(), rc_bn="x").validate()
     with pytest.raises(ValueError, match="circles"):
         dataclasses.replace(nb_dms_2d.Config(), circles_k=1).validate()
+
+
+def _fake_run(dms_values):
+    return runner.JobResult([{"dms": v} for v in dms_values], {}, 0.0)
+
+
+def test_selection_score_is_the_median_of_the_last_window():
+    rows = _fake_run([9.0, 9.0, 0.1, 0.5, 0.2]).rows
+    assert nb_dms_2d.selection_score(rows, 3) == pytest.approx(0.2)
+    assert nb_dms_2d.selection_score(rows, 50) == pytest.approx(0.5)   # a window longer than the run: all epochs
+
+
+def test_choose_restart_takes_the_lowest_objective_and_ignores_a_final_spike():
+    steady = _fake_run([0.3] * 10)
+    spiky_but_better = _fake_run([0.01] * 9 + [0.9])    # jumped partitions at its last epoch
+    assert nb_dms_2d.choose_restart([steady, spiky_but_better], 5) == 1
+    assert nb_dms_2d.choose_restart([steady, _fake_run([0.3] * 10)], 5) == 0          # ties: the first
+    assert nb_dms_2d.choose_restart([_fake_run([float("nan")] * 5), steady], 5) == 1  # NaN never wins
+
+
+def test_restarts_share_the_data_and_keep_restart0_as_the_single_run(tmp_path):
+    from _experiment_helpers import tiny_config
+
+    def run_tiny(name, run_dir, **over):
+        module, cfg = tiny_config(name, **over)
+        return runner.run_experiment(module, cfg, runner.RunContext(name=name, run_dir=run_dir, progress=False))
+
+    assert nb_dms_2d.job_name("moons", 2) == "moons-seed2"
+    assert nb_dms_2d.data_job(nb_dms_2d.job_name("moons", 2, 3)) == "moons-seed2"
+    single = run_tiny("nb_dms_2d", tmp_path / "one", datasets=("moons", "blobs"))
+    multi = run_tiny("nb_dms_2d", tmp_path / "three", datasets=("moons", "blobs"), restarts=3, select_window=2)
+    for d in ("moons", "blobs"):
+        r = multi["datasets"][d]
+        assert len(r["restart_ari"][0]) == len(r["restart_score"][0]) == 3
+        assert r["restart_ari"][0][0] == pytest.approx(single["datasets"][d]["ari"][0])
+        pick = r["chosen_restart"][0]
+        assert r["restart_score"][0][pick] == min(r["restart_score"][0])
+        assert r["ari"][0] == r["restart_ari"][0][pick]
+    jobs = {row.split(",")[0] for row in (tmp_path / "three" / "metrics.csv").read_text().splitlines()[1:]}
+    assert jobs == {"moons-seed0", "moons-seed0-restart1", "moons-seed0-restart2",
+                    "blobs-seed0", "blobs-seed0-restart1", "blobs-seed0-restart2"}
+    table = (tmp_path / "three" / "table.txt").read_text()
+    assert "Restarts: 3 per seed" in table and "restarts=3 (paper: 1)" in table and "*" in table
+
+
+def test_restarts_validation():
+    with pytest.raises(ValueError, match="restarts"):
+        dataclasses.replace(nb_dms_2d.Config(), restarts=0).validate()
+    with pytest.raises(ValueError, match="select_window"):
+        dataclasses.replace(nb_dms_2d.Config(), select_window=0).validate()
