@@ -74,8 +74,9 @@ def tiny_data_dir(name: str, tmp_path: Path):
     return None
 
 
-def run_tiny(name: str, run_dir: Path, data_dir=None, **ctx_kw):
-    module, cfg = tiny_config(name)
+def run_tiny(name: str, run_dir: Path, data_dir=None, config=None, **ctx_kw):
+    """Run ``name``'s tiny config (with ``config`` overrides) in ``run_dir``; ``ctx_kw`` go to the RunContext."""
+    module, cfg = tiny_config(name, **(config or {}))
     ctx = runner.RunContext(name=name, run_dir=run_dir, data_dir=str(data_dir) if data_dir else None,
                             progress=False, **ctx_kw)
     return runner.run_experiment(module, cfg, ctx)

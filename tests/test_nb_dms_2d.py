@@ -217,16 +217,13 @@ def test_choose_restart_takes_the_lowest_objective_and_ignores_a_final_spike():
 
 
 def test_restarts_share_the_data_and_keep_restart0_as_the_single_run(tmp_path):
-    from _experiment_helpers import tiny_config
-
-    def run_tiny(name, run_dir, **over):
-        module, cfg = tiny_config(name, **over)
-        return runner.run_experiment(module, cfg, runner.RunContext(name=name, run_dir=run_dir, progress=False))
+    from _experiment_helpers import run_tiny
 
     assert nb_dms_2d.job_name("moons", 2) == "moons-seed2"
     assert nb_dms_2d.data_job(nb_dms_2d.job_name("moons", 2, 3)) == "moons-seed2"
-    single = run_tiny("nb_dms_2d", tmp_path / "one", datasets=("moons", "blobs"))
-    multi = run_tiny("nb_dms_2d", tmp_path / "three", datasets=("moons", "blobs"), restarts=3, select_window=2)
+    single = run_tiny("nb_dms_2d", tmp_path / "one", config={"datasets": ("moons", "blobs")})
+    multi = run_tiny("nb_dms_2d", tmp_path / "three",
+                     config={"datasets": ("moons", "blobs"), "restarts": 3, "select_window": 2})
     for d in ("moons", "blobs"):
         r = multi["datasets"][d]
         assert len(r["restart_ari"][0]) == len(r["restart_score"][0]) == 3
