@@ -11,11 +11,13 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
 
 #include "../critic_lse.h"
+#include "fast_exp.h"
 #include "huge_pages.h"
 
 namespace fastmi {
@@ -33,10 +35,10 @@ struct RowLayout {
 };
 
 template <typename T>
-inline Vectorized<T> softplus(const Vectorized<T>& x) {
+FASTMI_ALWAYS_INLINE Vectorized<T> softplus(const Vectorized<T>& x) {
   // softplus(x) = max(x, 0) + log1p(exp(-|x|)): no overflow for |x| large.
   const Vectorized<T> zero(T(0));
-  return at::vec::maximum(x, zero) + (zero - x.abs()).exp().log1p();
+  return at::vec::maximum(x, zero) + fast_exp(zero - x.abs()).log1p();
 }
 
 template <typename T>
@@ -103,6 +105,57 @@ inline Vectorized<T> negative_keep(const LaneMasks<T>& lm, const RowLayout<T>& L
   return k;
 }
 
+// The negatives of a row without a positive mask are at most two column ranges: [0, m) minus the
+// excluded column. Each range runs through tight loops with no lane masks but the tail's.
+struct Ranges {
+  int64_t begin[2], end[2];
+  int count;
+};
+
+template <typename T>
+inline Ranges negative_ranges(const RowLayout<T>& L) {
+  if (L.excl < 0 || L.excl >= L.m) return {{0, 0}, {L.m, 0}, 1};  // (off-diagonal rows i >= m)
+  return {{0, L.excl + 1}, {L.excl, L.m}, 2};
+}
+
+// max over p[0:len], NaN-propagating. Four running maxima: at::vec::maximum is a chain of three
+// dependent instructions, which would otherwise bound the loop.
+template <typename T>
+FASTMI_ALWAYS_INLINE Vectorized<T> max_range(const T* p, int64_t len, Vectorized<T> acc) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  Vec m1 = acc, m2 = acc, m3 = acc;
+  int64_t j = 0;
+  for (; j + 4 * V <= len; j += 4 * V) {
+    acc = at::vec::maximum(acc, Vec::loadu(p + j));
+    m1 = at::vec::maximum(m1, Vec::loadu(p + j + V));
+    m2 = at::vec::maximum(m2, Vec::loadu(p + j + 2 * V));
+    m3 = at::vec::maximum(m3, Vec::loadu(p + j + 3 * V));
+  }
+  for (; j + V <= len; j += V) acc = at::vec::maximum(acc, Vec::loadu(p + j));
+  if (j < len) acc = at::vec::maximum(acc, Vec::set(acc, Vec::loadu(p + j, len - j), len - j));
+  return at::vec::maximum(at::vec::maximum(acc, m1), at::vec::maximum(m2, m3));
+}
+
+// sum over p[0:len] of f(x), two accumulators (consecutive adds do not wait on each other).
+template <typename T, typename F>
+FASTMI_ALWAYS_INLINE Vectorized<T> sum_range(const T* p, int64_t len, F f, Vectorized<T> acc) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  Vec acc2(T(0));
+  int64_t j = 0;
+  for (; j + 2 * V <= len; j += 2 * V) {
+    acc = acc + f(Vec::loadu(p + j));
+    acc2 = acc2 + f(Vec::loadu(p + j + V));
+  }
+  if (j + V <= len) {
+    acc = acc + f(Vec::loadu(p + j));
+    j += V;
+  }
+  if (j < len) acc2 = acc2 + Vec::set(Vec(T(0)), f(Vec::loadu(p + j, len - j)), len - j);
+  return acc + acc2;
+}
+
 template <typename T>
 void row_forward(const T* row, const RowLayout<T>& L, const LaneMasks<T>& lm, T tau, int64_t need,
                  T* out /* NUM_STATS values, stride ostride */, int64_t ostride) {
@@ -114,25 +167,43 @@ void row_forward(const T* row, const RowLayout<T>& L, const LaneMasks<T>& lm, T 
   T res[NUM_STATS] = {0, 0, 0, 0, 0, 0};
 
   if (want_lse || want_clse || want_sp) {
+    const Ranges R = negative_ranges(L);
     // pass 1: max over the negatives (clip is monotone, so the clipped max is clip(max)).
     Vec vmax(-inf);
-    for (int64_t j0 = 0; j0 < L.m; j0 += V) {
-      Vec x = Vec::blendv(Vec(-inf), load_row(row, j0, L.m), negative_keep(lm, L, j0));
-      vmax = at::vec::maximum(vmax, x);
+    if (L.neg_skip_pos) {
+      for (int64_t j0 = 0; j0 < L.m; j0 += V)
+        vmax = at::vec::maximum(vmax, Vec::blendv(Vec(-inf), load_row(row, j0, L.m), negative_keep(lm, L, j0)));
+    } else {
+      for (int r = 0; r < R.count; ++r) vmax = max_range(row + R.begin[r], R.end[r] - R.begin[r], vmax);
     }
     T mx = at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, vmax);
     const T cmx = std::isnan(mx) ? mx : clip_scalar(mx, tau);
     // Shifts that keep exp finite even when the max is infinite (the result is then set by lse_finish).
     const Vec shift(std::isinf(mx) ? T(0) : mx), cshift(std::isinf(cmx) ? T(0) : cmx);
     const Vec lo(-tau), hi(tau), zero(T(0));
-    // pass 2: the sums.
+    auto f_lse = [&](const Vec& x) __attribute__((always_inline)) { return fast_exp(x - shift); };
+    auto f_clse = [&](const Vec& x) __attribute__((always_inline)) {
+      return fast_exp(at::vec::clamp(x, lo, hi) - cshift);
+    };
+    auto f_sp = [](const Vec& x) __attribute__((always_inline)) { return softplus(x); };
+    // pass 2: the sums, one sweep per statistic over the row (in L1/L2 after pass 1).
     Vec s0(T(0)), s1(T(0)), s2(T(0));
-    for (int64_t j0 = 0; j0 < L.m; j0 += V) {
-      const Vec keep = negative_keep(lm, L, j0);
-      const Vec x = load_row(row, j0, L.m);
-      if (want_lse) s0 = s0 + Vec::blendv(zero, (x - shift).exp(), keep);
-      if (want_clse) s1 = s1 + Vec::blendv(zero, (at::vec::clamp(x, lo, hi) - cshift).exp(), keep);
-      if (want_sp) s2 = s2 + Vec::blendv(zero, softplus(x), keep);
+    if (L.neg_skip_pos) {
+      for (int64_t j0 = 0; j0 < L.m; j0 += V) {
+        const Vec keep = negative_keep(lm, L, j0);
+        const Vec x = load_row(row, j0, L.m);
+        if (want_lse) s0 = s0 + Vec::blendv(zero, f_lse(x), keep);
+        if (want_clse) s1 = s1 + Vec::blendv(zero, f_clse(x), keep);
+        if (want_sp) s2 = s2 + Vec::blendv(zero, f_sp(x), keep);
+      }
+    } else {
+      for (int r = 0; r < R.count; ++r) {
+        const T* p = row + R.begin[r];
+        const int64_t len = R.end[r] - R.begin[r];
+        if (want_lse) s0 = sum_range(p, len, f_lse, s0);
+        if (want_clse) s1 = sum_range(p, len, f_clse, s1);
+        if (want_sp) s2 = sum_range(p, len, f_sp, s2);
+      }
     }
     auto add = [](Vec& a, Vec& b) { return a + b; };
     if (want_lse) res[STAT_LSE] = lse_finish(mx, at::vec::vec_reduce_all<T>(add, s0));
@@ -168,7 +239,7 @@ void row_forward(const T* row, const RowLayout<T>& L, const LaneMasks<T>& lm, T 
 }
 
 template <typename T>
-void row_backward(const T* row, const RowLayout<T>& L, const LaneMasks<T>& lm, T tau, int64_t need,
+void row_backward(const T* row, const RowLayout<T>& L, T tau, int64_t need,
                   const T* g /* NUM_STATS grads */, const T* st /* NUM_STATS stats */, T* grow) {
   using Vec = Vectorized<T>;
   const int V = Vec::size();
@@ -178,18 +249,30 @@ void row_backward(const T* row, const RowLayout<T>& L, const LaneMasks<T>& lm, T
   const Vec zero(T(0)), one(T(1)), lo(-tau), hi(tau);
   const Vec g0(g[STAT_LSE]), g1(g[STAT_CLSE]), g2(g[STAT_SP]);
   const Vec l0(st[STAT_LSE]), l1(st[STAT_CLSE]);
-  for (int64_t j0 = 0; j0 < L.m; j0 += V) {
-    const Vec x = load_row(row, j0, L.m);
+  // Every column first, then the columns that are not negatives are zeroed (their values, even
+  // inf or NaN, are discarded) and the positives' terms added.
+  auto grad_at = [&](const Vec& x) __attribute__((always_inline)) {
     Vec acc = zero;
-    if (use_lse) acc = acc + g0 * (x - l0).exp();
+    if (use_lse) acc = acc + g0 * fast_exp(x - l0);
     if (use_clse) {
       const Vec inside = (x >= lo) & (x <= hi);
-      acc = acc + Vec::blendv(zero, g1 * (at::vec::clamp(x, lo, hi) - l1).exp(), inside);
+      acc = acc + Vec::blendv(zero, g1 * fast_exp(at::vec::clamp(x, lo, hi) - l1), inside);
     }
-    if (use_sp) acc = acc + g2 / (one + (zero - x).exp());
-    acc = Vec::blendv(zero, acc, negative_keep(lm, L, j0));
-    const int64_t left = L.m - j0;
-    if (left >= V) acc.store(grow + j0); else acc.store(grow + j0, left);
+    if (use_sp) acc = acc + g2 / (one + fast_exp(zero - x));
+    return acc;
+  };
+  int64_t j0 = 0;
+  if (use_lse || use_clse || use_sp) {
+    for (; j0 + V <= L.m; j0 += V) grad_at(Vec::loadu(row + j0)).store(grow + j0);
+    if (j0 < L.m) grad_at(Vec::loadu(row + j0, L.m - j0)).store(grow + j0, L.m - j0);
+    if (L.neg_skip_pos) {
+      for (int64_t j = 0; j < L.m; ++j)
+        if (L.pmask[j]) grow[j] = T(0);
+    } else if (L.excl >= 0 && L.excl < L.m) {
+      grow[L.excl] = T(0);
+    }
+  } else {
+    std::fill(grow, grow + L.m, T(0));
   }
   const bool use_pos = (need & (1 << STAT_POS)), use_psp = (need & (1 << STAT_PSP)),
              use_cpos = (need & (1 << STAT_CPOS));
@@ -309,10 +392,9 @@ at::Tensor critic_lse_backward_cpu(const at::Tensor& grad_stats, const at::Tenso
     scalar_t* out = grad.data_ptr<scalar_t>();
     const scalar_t tau = static_cast<scalar_t>(clip);
     at::parallel_for(0, in.n, grain_for(in.m), [&](int64_t begin, int64_t end) {
-      LaneMasks<scalar_t> lm;
       for (int64_t i = begin; i < end; ++i) {
         RowLayout<scalar_t> L = row_layout<scalar_t>(in, i, neg_mode);
-        row_backward<scalar_t>(S + i * in.m, L, lm, tau, need, G + i * NUM_STATS,
+        row_backward<scalar_t>(S + i * in.m, L, tau, need, G + i * NUM_STATS,
                                ST + i * NUM_STATS, out + i * in.m);
       }
     });
