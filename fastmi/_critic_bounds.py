@@ -5,6 +5,7 @@ n x m score matrix is read once by the kernel and autograd only sees vectors of 
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -13,6 +14,13 @@ from . import reference
 from ._scores import Layout
 from .ops import critic_lse as op
 from .ops.critic_lse import CLSE, CPOS, LSE, POS, PSP, SP
+
+
+def zero_where(cond: torch.Tensor, st):
+    """The statistics (a [6, n] tensor, or a list with None for the unneeded ones) set to 0 where cond."""
+    if isinstance(st, torch.Tensor):
+        return torch.where(cond, torch.zeros_like(st), st)
+    return type(st)(t if t is None else torch.where(cond, torch.zeros_like(t), t) for t in st)
 
 
 class RowStats:
@@ -29,23 +37,33 @@ class RowStats:
         return rs
 
     def _count(self, st, layout: Layout) -> None:
-        self.st = st
         dtype, dev = st[LSE].dtype, st[LSE].device
         self.pos_count = layout.positive_counts(dtype, dev)
         self.neg_count = layout.negative_counts(dtype, dev)
         self.n_pos = self.pos_count.sum()
-        self._pos_div = self.n_pos.clamp_min(1)  # no positives: the step is skipped (reference._finish)
         self.n_neg = self.neg_count.sum()
+        self._pos_div = self.n_pos.clamp_min(1)
+        self._neg_div = self.n_neg.clamp_min(1)
+        # No positive or no negative pair: the step is skipped (reference._finish). The statistics
+        # of such a batch are replaced by zeros so that no inf/NaN reaches the discarded gradient.
+        self.skip = (self.n_pos == 0) | (self.n_neg == 0)
+        self.st = zero_where(self.skip, st)
 
     def lme_neg(self, clipped: bool = False) -> torch.Tensor:
         """LME_N(S) = log mean over all negative pairs of exp(S) (of clip(S) when clipped)."""
-        return torch.logsumexp(self.st[CLSE if clipped else LSE], 0) - torch.log(self.n_neg)
+        return torch.logsumexp(self.st[CLSE if clipped else LSE], 0) - torch.log(self._neg_div)
+
+    def neg_exp_mean(self, log_shift, clipped: bool = False) -> torch.Tensor:
+        """mean_N exp(S_ij - shift_i) = sum_i exp(LSE_i - shift_i) / |N|, summed directly rather than
+        through a log-sum-exp over rows: a row whose negatives are all -inf then contributes 0 with
+        zero gradient (the logsumexp backward would give exp(-inf + inf) = NaN)."""
+        return torch.exp(self.st[CLSE if clipped else LSE] - log_shift).sum() / self._neg_div
 
     def pos_mean(self, clipped: bool = False) -> torch.Tensor:
         return self.st[CPOS if clipped else POS].sum() / self._pos_div
 
     def neg_softplus_mean(self) -> torch.Tensor:
-        return self.st[SP].sum() / self.n_neg
+        return self.st[SP].sum() / self._neg_div
 
     def js_surrogate(self) -> torch.Tensor:
         """J = mean_P(-softplus(-S)) - mean_N softplus(S)."""
@@ -70,52 +88,56 @@ def need_for(estimator: str, *, clip: Optional[float], clip_positives: bool = Fa
 
 
 def infonce(rs: RowStats, reg):
-    pc = rs.pos_count
-    row_lme = rs.st[LSE] - torch.log(rs.neg_count)
-    anchor = pc > 0
+    # Anchors need a positive and a negative; an anchor without either is skipped.
+    anchor = (rs.pos_count > 0) & (rs.neg_count > 0)
+    pc = torch.where(anchor, rs.pos_count, torch.zeros_like(rs.pos_count))
+    n_pos = pc.sum()
+    skip = n_pos == 0
+    st = zero_where(skip, rs.st)
+    row_lme = st[LSE] - torch.log(rs.neg_count.clamp_min(1))
     weighted = torch.where(anchor, pc * row_lme, torch.zeros_like(row_lme))
-    I = (torch.where(anchor, rs.st[POS], torch.zeros_like(row_lme)) - weighted).sum() / rs._pos_div
-    stat = weighted.sum() / rs._pos_div
-    return reference._finish(I, I, stat, *reg, rs.n_pos)
+    div = n_pos.clamp_min(1)
+    I = (torch.where(anchor, st[POS], torch.zeros_like(row_lme)) - weighted).sum() / div
+    stat = weighted.sum() / div
+    return reference._finish(I, I, stat, *reg, skip)
 
 
 def dv(rs: RowStats, clipped: bool, reg):
     I = rs.pos_mean(clipped) - rs.lme_neg(clipped)
-    return reference._finish(I, I, rs.lme_neg() if reg[0] else None, *reg, rs.n_pos)
+    return reference._finish(I, I, rs.lme_neg() if reg[0] else None, *reg, rs.skip)
 
 
 def nwj(rs: RowStats, clipped: bool, reg):
-    I = rs.pos_mean(clipped) - torch.exp(rs.lme_neg(clipped) - 1)
-    return reference._finish(I, I, rs.lme_neg() if reg[0] else None, *reg, rs.n_pos)
+    I = rs.pos_mean(clipped) - rs.neg_exp_mean(1.0, clipped)
+    return reference._finish(I, I, rs.lme_neg() if reg[0] else None, *reg, rs.skip)
 
 
 def tuba(rs: RowStats, log_baseline: torch.Tensor, clipped: bool, reg):
     a = log_baseline.to(rs.st.dtype)
     a_rows = a.expand(rs.st.shape[1])
     pos = (rs.st[CPOS if clipped else POS] - rs.pos_count * a_rows).sum() / rs._pos_div
-    neg = torch.exp(torch.logsumexp(rs.st[CLSE if clipped else LSE] - a_rows, 0) - torch.log(rs.n_neg))
-    I = 1 + pos - neg
-    return reference._finish(I, I, rs.lme_neg() if reg[0] else None, *reg, rs.n_pos)
+    I = 1 + pos - rs.neg_exp_mean(a_rows, clipped)
+    return reference._finish(I, I, rs.lme_neg() if reg[0] else None, *reg, rs.skip)
 
 
 def js(rs: RowStats, reg):
-    I = rs.pos_mean() - torch.exp(rs.lme_neg() - 1)
-    return reference._finish(rs.js_surrogate(), I, rs.neg_softplus_mean() if reg[0] else None, *reg, rs.n_pos)
+    I = rs.pos_mean() - rs.neg_exp_mean(1.0)
+    return reference._finish(rs.js_surrogate(), I, rs.neg_softplus_mean() if reg[0] else None, *reg, rs.skip)
 
 
 def smile(rs: RowStats, clipped: bool, clip_positives: bool, reg):
     I = rs.pos_mean(clipped and clip_positives) - rs.lme_neg(clipped)
-    return reference._finish(rs.js_surrogate(), I, rs.lme_neg() if reg[0] else None, *reg, rs.n_pos)
+    return reference._finish(rs.js_surrogate(), I, rs.lme_neg() if reg[0] else None, *reg, rs.skip)
 
 
 def mine(rs: RowStats, running_lme: torch.Tensor, momentum: float, update: bool, reg):
     batch_lme = rs.lme_neg()
     with torch.no_grad():
-        ema = reference.mine_running_update(running_lme, batch_lme, momentum)
+        # a skipped batch (no positive or negative pair) does not move the average
+        ema = reference.mine_running_update(running_lme, torch.where(rs.skip, math.nan, batch_lme), momentum)
         if update:
             running_lme.copy_(ema)
+        ema = reference.mine_surrogate_ema(ema, batch_lme)
     pos = rs.pos_mean()
     surrogate = pos - torch.exp(batch_lme - ema.to(batch_lme.dtype))
-    return reference._finish(surrogate, pos - batch_lme, batch_lme, *reg, rs.n_pos)
-
-
+    return reference._finish(surrogate, pos - batch_lme, batch_lme, *reg, rs.skip)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import torch
@@ -28,7 +29,8 @@ def same_device(name: str, **tensors) -> None:
 
 def number(x, arg: str, name: str, *, low: Optional[float] = None, strict: bool = False, high: Optional[float] = None,
            high_strict: bool = False) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
+    # numbers.Real admits numpy's scalars (np.float32 is not a float subclass); bool is refused.
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise TypeError(f"{name}: {arg} must be a number, got {type(x).__name__}")
     x = float(x)
     if math.isnan(x):
@@ -50,6 +52,13 @@ def regularization(reg_weight, reg_target, reg_norm, name: str) -> tuple[float, 
     if reg_norm not in ("l2", "l1"):
         raise ValueError(f"{name}: reg_norm must be 'l2' (squared difference) or 'l1', got {reg_norm!r}")
     return w, t, reg_norm
+
+
+def flag(value, arg: str, name: str) -> bool:
+    """A True/False option (numpy's bool too); anything else is a TypeError, not a truthy guess."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{name}: {arg} must be True or False, got {value!r}")
 
 
 def clip(value, name: str, arg: str = "clip") -> Optional[float]:

@@ -18,7 +18,8 @@ joint and marginal pairs, as the authors' code does.
 
 Non-finite scores propagate the way ``torch.logsumexp`` propagates them (NaN in, NaN out); they are
 not an error, so that the check costs no device synchronization. A batch with no positive pair
-(an all-False mask) is skipped: loss 0 with zero gradient, mi NaN. fp16/bf16 scores are computed
+(an all-False mask), or with no negative pair, is skipped: loss 0 with zero gradient, mi NaN; an
+InfoNCE anchor with no positive or no negative is left out. fp16/bf16 scores are computed
 with fp32 accumulation and give fp32 results on every backend. Second-order gradients need
 backend="reference" (the fused backward kernels raise under create_graph=True).
 """
@@ -121,6 +122,7 @@ def mine(scores=None, running_lme=None, *, joint=None, marginal=None, momentum=0
     """
     reg = _validate.regularization(reg_weight, reg_target, reg_norm, "mine")
     m = _validate.number(momentum, "momentum", "mine", low=0.0, high=1.0, high_strict=True)
+    update = _validate.flag(update, "update", "mine")
     if not isinstance(running_lme, torch.Tensor) or running_lme.dim() != 0 or not running_lme.is_floating_point():
         raise TypeError("mine: running_lme must be a 0-d floating tensor (log of the moving average; NaN when empty)")
     scores, positives, negatives, layout, b = _prepare("mine", scores, joint, marginal, positives, negatives, backend)
@@ -152,11 +154,18 @@ def nwj(scores=None, *, joint=None, marginal=None, positives=None, negatives=Non
 
 
 def _log_baseline(log_baseline, scores, name):
-    if isinstance(log_baseline, (int, float)) and not isinstance(log_baseline, bool):
-        return torch.tensor(_validate.number(log_baseline, "log_baseline", name), dtype=scores.dtype,
-                            device=scores.device)
+    """The log-baseline as a 0-d or length-n tensor. A number is kept in fp32 (fp64 for fp64 scores):
+    half-precision scores are computed in fp32, and rounding a to bf16 would move the bound."""
+    if not isinstance(log_baseline, torch.Tensor):
+        a = _validate.number(log_baseline, "log_baseline", name)
+        if math.isinf(a):
+            raise ValueError(f"{name}: log_baseline must be finite, got {a}")
+        dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+        return torch.tensor(a, dtype=dtype, device=scores.device)
     a = _validate.tensor(log_baseline, "log_baseline", name)
     _validate.same_device(name, scores=scores, log_baseline=a)
+    if a.dim() == 1 and a.shape[0] == 1 and scores.shape[0] != 1:
+        return a.reshape(())  # a 1-element parameter (nn.Parameter(torch.zeros(1))) is a scalar baseline
     if a.dim() > 1 or (a.dim() == 1 and a.shape[0] != scores.shape[0]):
         raise ValueError(f"{name}: log_baseline must be a scalar or a vector of length n={scores.shape[0]} "
                          f"(one per row), got shape {tuple(a.shape)}")
@@ -212,6 +221,7 @@ def smile(scores=None, *, joint=None, marginal=None, clip=5.0, clip_positives=Fa
     """
     reg = _validate.regularization(reg_weight, reg_target, reg_norm, "smile")
     tau = _validate.clip(clip, "smile")
+    clip_positives = _validate.flag(clip_positives, "clip_positives", "smile")
     scores, positives, negatives, layout, b = _prepare("smile", scores, joint, marginal, positives, negatives, backend)
     if b == "reference":
         return reference.smile(scores, positives=positives, negatives=negatives, clip=tau,

@@ -3,11 +3,13 @@ takes the scores (or joint=/marginal=) and returns ``MIResult(loss, mi)``. MINE 
 average as a buffer."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
 from torch import nn
 
+from . import _backend, _scores, _validate
 from . import functional as F
 
 
@@ -18,6 +20,25 @@ class _CriticLoss(nn.Module):
         super().__init__()
         self.options = dict(negatives=negatives, reg_weight=reg_weight, reg_target=reg_target, reg_norm=reg_norm,
                             backend=backend, **options)
+        self._check_options()
+
+    def _check_options(self) -> None:
+        """The options' errors at construction, not at the first forward (same messages as F.*)."""
+        name = type(self).__name__
+        accepted = inspect.signature(type(self)._fn).parameters
+        for key in self.options:
+            if key not in accepted:
+                raise TypeError(f"{name}: unexpected option {key!r}")
+        o = self.options
+        _validate.regularization(o["reg_weight"], o["reg_target"], o["reg_norm"], name)
+        if o["negatives"] is not None and o["negatives"] not in _scores.NEGATIVES:
+            raise ValueError(f"{name}: negatives must be one of {_scores.NEGATIVES} or None, got {o['negatives']!r}")
+        if o["backend"] not in _backend.BACKENDS:
+            raise ValueError(f"{name}: backend must be one of {_backend.BACKENDS}, got {o['backend']!r}")
+        if "clip" in o:
+            _validate.clip(o["clip"], name)
+        if "clip_positives" in o:
+            _validate.flag(o["clip_positives"], "clip_positives", name)
 
     def forward(self, scores=None, positives=None, **vector_form):
         return type(self)._fn(scores, positives=positives, **vector_form, **self.options)
@@ -71,6 +92,8 @@ class SMILE(_CriticLoss):
 class TUBA(_CriticLoss):
     """``F.tuba``; the log-baseline is given per call (a scalar, or one value per row, learnable)."""
 
+    _fn = staticmethod(F.tuba)
+
     def __init__(self, *, clip=None, **kw):
         super().__init__(clip=clip, **kw)
 
@@ -85,11 +108,11 @@ class MINE(_CriticLoss):
     The average is updated in training mode only (as BatchNorm's running statistics).
     """
 
+    _fn = staticmethod(F.mine)
+
     def __init__(self, *, momentum=0.9, **kw):
         super().__init__(**kw)
-        if not 0.0 <= float(momentum) < 1.0:
-            raise ValueError(f"MINE: momentum must be in [0, 1), got {momentum}")
-        self.momentum = float(momentum)
+        self.momentum = _validate.number(momentum, "momentum", "MINE", low=0.0, high=1.0, high_strict=True)
         self.register_buffer("running_lme", torch.tensor(math.nan))
 
     def reset(self) -> None:

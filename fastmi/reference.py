@@ -34,18 +34,27 @@ def regularizer(stat: torch.Tensor, weight: float, target: float, norm: str = "l
     return weight * (d * d if norm == "l2" else d.abs())
 
 
-def _finish(surrogate, value, stat, reg_weight, reg_target, reg_norm, n_pos=None) -> MIResult:
-    """loss = -straight_through(surrogate, value) + R. With no positive pair (n_pos == 0) the step
-    is skipped: loss 0 with zero gradient, mi NaN (the bound is undefined)."""
-    loss = -straight_through(surrogate, value)
+def _finish(surrogate, value, stat, reg_weight, reg_target, reg_norm, skip=None) -> MIResult:
+    """loss = -straight_through(surrogate, value) + R. ``skip`` (a bool tensor) marks a batch with no
+    positive or no negative pair: the step is skipped, loss 0 with zero gradient, mi NaN (the bound is
+    undefined). When the surrogate is the value itself no straight-through is needed (an infinite
+    value stays infinite instead of becoming inf - inf = NaN)."""
+    loss = -(value if surrogate is value else straight_through(surrogate, value))
     if reg_weight:
         loss = loss + regularizer(stat, reg_weight, reg_target, reg_norm)
     mi = value.detach()
-    if n_pos is not None:
-        has = n_pos > 0
-        loss = torch.where(has, loss, torch.zeros_like(loss))
-        mi = torch.where(has, mi, torch.full_like(mi, math.nan))
+    if skip is not None:
+        loss = torch.where(skip, torch.zeros_like(loss), loss)
+        mi = torch.where(skip, torch.full_like(mi, math.nan), mi)
     return MIResult(loss, mi)
+
+
+def _skip_guard(scores: torch.Tensor, P: torch.Tensor, N: torch.Tensor):
+    """(scores, skip): skip is true when there is no positive or no negative pair. The scores of a
+    skipped batch are replaced by zeros, so that nothing computed from them (e^S of large scores,
+    an empty log-sum-exp) can send inf or NaN into the gradient that torch.where discards."""
+    skip = (P.sum() == 0) | (N.sum() == 0)
+    return torch.where(skip, torch.zeros_like(scores), scores), skip
 
 
 def _count(mask: torch.Tensor, dtype) -> torch.Tensor:
@@ -61,12 +70,16 @@ def _mean(S: torch.Tensor, mask: torch.Tensor, fn=None) -> torch.Tensor:
 
 
 def _lme(S: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """LME over the pairs in mask: log mean exp."""
-    return torch.logsumexp(S.masked_fill(~mask, -math.inf).reshape(-1), 0) - torch.log(_count(mask, S.dtype))
+    """LME over the pairs in mask: log mean exp. An empty mask (a skipped batch) gives a finite
+    placeholder, so that the discarded gradient stays finite too."""
+    filled = torch.where(mask.any(), S.masked_fill(~mask, -math.inf), torch.zeros_like(S))
+    return torch.logsumexp(filled.reshape(-1), 0) - torch.log(_count(mask, S.dtype).clamp_min(1))
 
 
 def _clip(S: torch.Tensor, tau: Optional[float]) -> torch.Tensor:
-    return S if tau is None else S.clamp(-tau, tau)
+    if tau is None or tau > torch.finfo(S.dtype).max:  # a threshold beyond the dtype's range clips nothing
+        return S
+    return S.clamp(-tau, tau)
 
 
 def _masks(scores, positives, negatives, *, infonce, name):
@@ -89,11 +102,15 @@ def infonce(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_targe
     anchors (weighted by their number of positives) of LME_{j in N_i} S_ij."""
     scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=True, name="infonce")
-    row_lme = torch.logsumexp(scores.masked_fill(~N, -math.inf), 1) - N.sum(1).to(scores.dtype).log()
+    has_neg = N.any(1, keepdim=True)
+    P = P & has_neg  # an anchor with no negatives is skipped, like one with no positives
+    scores, skip = _skip_guard(scores, P, N)
+    filled = torch.where(has_neg, scores.masked_fill(~N, -math.inf), torch.zeros_like(scores))
+    row_lme = torch.logsumexp(filled, 1) - N.sum(1).clamp_min(1).to(scores.dtype).log()
     I = _mean(scores - row_lme[:, None], P)
     counts = P.sum(1).to(scores.dtype)
     stat = (counts * torch.where(counts > 0, row_lme, torch.zeros_like(row_lme))).sum() / counts.sum().clamp_min(1)
-    return _finish(I, I, stat, reg_weight, reg_target, reg_norm, P.sum())
+    return _finish(I, I, stat, reg_weight, reg_target, reg_norm, skip)
 
 
 def dv(scores, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
@@ -101,18 +118,20 @@ def dv(scores, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg
     Regularized statistic: LME_N(S), unclipped (ReMINE / ReDV)."""
     scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="dv")
+    scores, skip = _skip_guard(scores, P, N)
     Sv = _clip(scores, clip)
     I = _mean(Sv, P) - _lme(Sv, N)
-    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, P.sum())
+    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, skip)
 
 
 def nwj(scores, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
     """NWJ: I = mean_P S - mean_N exp(S - 1) (on clip(S) when clip is given). Statistic: LME_N(S)."""
     scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="nwj")
+    scores, skip = _skip_guard(scores, P, N)
     Sv = _clip(scores, clip)
     I = _mean(Sv, P) - _mean(Sv, N, _exp_m1)
-    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, P.sum())
+    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, skip)
 
 
 def tuba(scores, log_baseline=0.0, *, positives=None, negatives=None, clip=None, reg_weight=0.0, reg_target=0.0,
@@ -121,10 +140,11 @@ def tuba(scores, log_baseline=0.0, *, positives=None, negatives=None, clip=None,
     a = 1 gives NWJ. Statistic: LME_N(S)."""
     scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="tuba")
+    scores, skip = _skip_guard(scores, P, N)
     a = torch.as_tensor(log_baseline, device=scores.device).to(scores.dtype)
     shifted = _clip(scores, clip) - (a[:, None] if a.dim() == 1 else a)
     I = 1 + _mean(shifted, P) - _mean(shifted, N, torch.exp)
-    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, P.sum())
+    return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, skip)
 
 
 def _js_surrogate(scores, P, N):
@@ -136,9 +156,10 @@ def js(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0
     NWJ value of the same scores. Statistic: mean_N softplus(S) (ReJS)."""
     scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="js")
+    scores, skip = _skip_guard(scores, P, N)
     I = _mean(scores, P) - _mean(scores, N, _exp_m1)
     J = _js_surrogate(scores, P, N)
-    return _finish(J, I, _mean(scores, N, TF.softplus), reg_weight, reg_target, reg_norm, P.sum())
+    return _finish(J, I, _mean(scores, N, TF.softplus), reg_weight, reg_target, reg_norm, skip)
 
 
 def smile(scores, *, positives=None, negatives=None, clip=5.0, clip_positives=False, reg_weight=0.0, reg_target=0.0,
@@ -147,18 +168,29 @@ def smile(scores, *, positives=None, negatives=None, clip=5.0, clip_positives=Fa
     gradient from JS. clip=None gives the DV value with the JS gradient. Statistic: LME_N(S), unclipped."""
     scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="smile")
+    scores, skip = _skip_guard(scores, P, N)
     Sc = _clip(scores, clip)
     I = _mean(Sc if clip_positives else scores, P) - _lme(Sc, N)
     J = _js_surrogate(scores, P, N)
-    return _finish(J, I, _lme(scores, N), reg_weight, reg_target, reg_norm, P.sum())
+    return _finish(J, I, _lme(scores, N), reg_weight, reg_target, reg_norm, skip)
 
 
 def mine_running_update(running_lme: torch.Tensor, batch_lme: torch.Tensor, momentum: float) -> torch.Tensor:
     """Moving average of E_N[e^S] in log space: log(momentum * e^running + (1 - momentum) * e^batch);
-    an empty (NaN) running value starts at the batch value."""
+    an empty (NaN) running value starts at the batch value. A batch value of NaN or +inf (non-finite
+    scores) leaves the average as it was: one bad batch neither resets nor poisons it. (-inf, every
+    negative score -inf, is a real E_N[e^S] = 0 and is averaged in.)"""
     batch_lme = batch_lme.detach().to(running_lme.dtype)
     mixed = torch.logaddexp(running_lme + math.log(momentum), batch_lme + math.log1p(-momentum)) if momentum > 0 else batch_lme
-    return torch.where(torch.isnan(running_lme), batch_lme, mixed)
+    updated = torch.where(torch.isnan(running_lme), batch_lme, mixed)
+    usable = ~(torch.isnan(batch_lme) | torch.isposinf(batch_lme))
+    return torch.where(usable, updated, running_lme)
+
+
+def mine_surrogate_ema(ema: torch.Tensor, batch_lme: torch.Tensor) -> torch.Tensor:
+    """The average the MINE surrogate divides by: the batch's own value while the average is still
+    empty (a skipped or non-finite first batch)."""
+    return torch.where(torch.isnan(ema), batch_lme.detach().to(ema.dtype), ema)
 
 
 def mine(scores, running_lme, *, momentum=0.9, update=True, positives=None, negatives=None, reg_weight=0.0,
@@ -168,15 +200,18 @@ def mine(scores, running_lme, *, momentum=0.9, update=True, positives=None, nega
     moving average, a 0-d tensor, NaN when empty) is updated in place, like F.batch_norm's running stats."""
     scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="mine")
+    scores, skip = _skip_guard(scores, P, N)
     batch_lme = _lme(scores, N)
     with torch.no_grad():
-        ema = mine_running_update(running_lme, batch_lme, momentum)
+        # a skipped batch (no positive or negative pair) does not move the average
+        ema = mine_running_update(running_lme, torch.where(skip, math.nan, batch_lme), momentum)
         if update:
             running_lme.copy_(ema)
+        ema = mine_surrogate_ema(ema, batch_lme)
     pos = _mean(scores, P)
     I = pos - batch_lme
     surrogate = pos - torch.exp(batch_lme - ema.to(scores.dtype))
-    return _finish(surrogate, I, batch_lme, reg_weight, reg_target, reg_norm, P.sum())
+    return _finish(surrogate, I, batch_lme, reg_weight, reg_target, reg_norm, skip)
 
 
 # --- separable critic (the dense definition of the separable family) --------------------------
