@@ -281,7 +281,10 @@ def test_jacobian_smoothness_gradients_reach_the_model(backend):
     # the same penalty by hand
     x_tilde, zeta = F.perturb_in_span(x, generator=torch.Generator().manual_seed(1), backend=backend)
     by_hand = R.fd_smoothness(model(x), model(x_tilde), zeta, pool="global")
-    torch.testing.assert_close(pen.detach(), by_hand.detach(), rtol=1e-5, atol=0)
+    # The penalty is |f(x) - f(x~)|^2 / zeta^2 of two fp32 conv+BN forwards, computed here in separate
+    # calls: cancellation amplifies their rounding (1.9e-5 relative seen on one machine),
+    # so the tolerance is 1e-4, not the kernels' 1e-5.
+    torch.testing.assert_close(pen.detach(), by_hand.detach(), rtol=1e-4, atol=0)
 
 
 def test_module():
