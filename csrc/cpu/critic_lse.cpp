@@ -1,7 +1,8 @@
 // Fused CPU kernels of the critic_lse family: row statistics of a score matrix (forward) and the
 // gradient of any linear combination of them (backward). See csrc/critic_lse.h for the statistics.
 //
-// Each row is read twice from L1/L2 (pass 1: max, pass 2: sums) and written never: the n x m
+// Each row is read from memory once (pass 1: max) and then from L1/L2 once per wanted sum; it is
+// never written: the n x m
 // intermediates of the eager formulas (masks, exp, softplus) do not exist. Rows run in parallel;
 // each row reduces in a fixed order, so results are deterministic for a given thread count.
 #include <ATen/ATen.h>
