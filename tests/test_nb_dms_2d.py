@@ -243,3 +243,54 @@ def test_restarts_validation():
         dataclasses.replace(nb_dms_2d.Config(), restarts=0).validate()
     with pytest.raises(ValueError, match="select_window"):
         dataclasses.replace(nb_dms_2d.Config(), select_window=0).validate()
+
+
+def test_rc_noise_gaussian_draws_normal_coefficients():
+    """rc_noise="gaussian": R_c's directions are N(0, 1) subset sums (the paper's text), the same zeta."""
+    torch.manual_seed(0)
+    net = DMSMLP(8, 2, (16, 16))
+    x = torch.randn(12, 8)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    rows = {}
+    for noise in ("bernoulli", "gaussian"):
+        rows[noise] = dms_step(net, opt, x, beta=1.0, rc_noise=noise, generator=torch.Generator().manual_seed(5),
+                               backend="reference")
+        x_tilde, zeta = F.perturb_in_span(x, noise=noise, generator=torch.Generator().manual_seed(5),
+                                          backend="reference")
+        net.train()
+        with torch.no_grad():
+            clean, pert = net(x), net(x_tilde)
+        assert rows[noise]["rc"].item() == pytest.approx((((clean - pert) ** 2).sum(1) / zeta ** 2).mean().item(),
+                                                         rel=1e-5)
+    assert rows["bernoulli"]["rc"].item() != pytest.approx(rows["gaussian"]["rc"].item(), rel=1e-3)
+    with pytest.raises(ValueError, match="rc_noise"):
+        dms_step(net, opt, x, beta=1.0, rc_noise="uniform")
+    with pytest.raises(ValueError, match="rc_noise"):
+        dataclasses.replace(nb_dms_2d.Config(), rc_noise="uniform").validate()
+
+
+def test_batch_steps_per_epoch(tmp_path, monkeypatch):
+    """batch=B: floor(N / B) steps per epoch on shuffled batches of B distinct points; 0: one full step."""
+    from _experiment_helpers import run_tiny, tiny_config
+
+    seen = []
+
+    def recording_step(model, opt, x, **kw):
+        seen.append(x.clone())
+        return real(model, opt, x, **kw)
+
+    real = nb_dms_2d.dms_step
+    monkeypatch.setattr(nb_dms_2d, "dms_step", recording_step)
+    _, cfg = tiny_config("nb_dms_2d", datasets=("moons",))
+    n, epochs = cfg.moons_n, cfg.moons_epochs
+    for batch, per_epoch, size in ((0, 1, n), (n // 3, 3, n // 3), (n // 2 + 1, 1, n // 2 + 1)):
+        seen.clear()
+        res = run_tiny("nb_dms_2d", tmp_path / f"b{batch}", config={"datasets": ("moons",), "batch": batch})
+        assert len(seen) == per_epoch * epochs and {len(b) for b in seen} == {size}
+        first_epoch = torch.cat(seen[:per_epoch])
+        assert len(torch.unique(first_epoch, dim=0)) == len(first_epoch)     # no point twice in an epoch
+        assert np.isfinite(res["datasets"]["moons"]["final_dms"][0])
+    with pytest.raises(ValueError, match="batch"):
+        dataclasses.replace(nb_dms_2d.Config(), batch=1).validate()
+    with pytest.raises(ValueError, match="batch"):
+        dataclasses.replace(nb_dms_2d.Config(), batch=-5).validate()

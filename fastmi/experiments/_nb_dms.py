@@ -12,6 +12,9 @@ its own batch statistics; the clean pass of the DMS term is reused as R_c's clea
 numbers in training mode, one forward pass fewer). "eval" runs both R_c passes with the running
 statistics (gradients still flow), so R_c measures the smoothness of the function used at test time.
 
+``rc_noise``: the subset-sum coefficients of delta, "bernoulli" (c ~ {0, 1}, DML.ipynb) or "gaussian"
+(c ~ N(0, 1), the paper's Eq 4 text).
+
 ``rc_clean_pass`` (rc_bn="train" only): "separate" (DML.ipynb) runs R_c's clean pass as its own
 training-mode forward pass, so BatchNorm's running statistics take three updates per step (DMS clean,
 R_c clean, R_c perturbed); its outputs equal the DMS pass's, so the gradients are those of "reuse",
@@ -26,6 +29,7 @@ from .. import functional as F
 
 RC_BN_MODES = ("train", "eval")
 RC_CLEAN_PASSES = ("reuse", "separate")
+RC_NOISES = ("bernoulli", "gaussian")
 
 
 def rc_weight(beta: float, beta_multiplies: bool) -> float:
@@ -36,20 +40,22 @@ def rc_weight(beta: float, beta_multiplies: bool) -> float:
 
 
 def dms_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, *, beta: float,
-             beta_multiplies: bool = False, rc_bn: str = "train", rc_clean_pass: str = "reuse", generator=None,
-             backend: str = "auto") -> dict:
+             beta_multiplies: bool = False, rc_bn: str = "train", rc_clean_pass: str = "reuse",
+             rc_noise: str = "bernoulli", generator=None, backend: str = "auto") -> dict:
     """One Adam step on the DMS loss (+ R_c) of batch ``x``; returns the detached terms."""
     if rc_bn not in RC_BN_MODES:
         raise ValueError(f"rc_bn must be one of {RC_BN_MODES}, got {rc_bn!r}")
     if rc_clean_pass not in RC_CLEAN_PASSES:
         raise ValueError(f"rc_clean_pass must be one of {RC_CLEAN_PASSES}, got {rc_clean_pass!r}")
+    if rc_noise not in RC_NOISES:
+        raise ValueError(f"rc_noise must be one of {RC_NOISES}, got {rc_noise!r}")
     model.train()
     logits = model(x)
     dms = F.nb_dms(logits, backend=backend)
     w = rc_weight(beta, beta_multiplies)
     rc = torch.zeros((), device=x.device)
     if w > 0:
-        x_tilde, zeta = F.perturb_in_span(x, generator=generator, backend=backend)
+        x_tilde, zeta = F.perturb_in_span(x, noise=rc_noise, generator=generator, backend=backend)
         if rc_bn == "eval":
             model.eval()
             clean, pert = model(x), model(x_tilde)

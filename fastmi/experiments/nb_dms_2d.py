@@ -7,6 +7,11 @@ dataset as one batch (one Adam step per epoch, lr 1e-3) with ``nb_dms`` on its l
 smoothness regularizer R_c on the logits (see ``_nb_dms``). The label of a point is the argmax of
 the K outputs with BatchNorm in evaluation mode (as the notebook's plots).
 
+Two settings follow the paper's text where it differs from DML.ipynb (defaults: the notebook):
+``batch`` = B > 0 trains on shuffled batches of B per epoch (§4.2 says "batch size of 400"; the
+notebook's spirals cell uses all 1200 points; a last batch smaller than B is dropped), and
+``rc_noise="gaussian"`` draws R_c's subset-sum coefficients from N(0, 1) (Eq 4's text) instead of {0, 1}.
+
 With ``restarts`` = R > 1 (not in the paper, which shows one run) each (dataset, seed) trains R networks
 from different initialisations on the same points and keeps the one with the lowest DMS objective:
 the median of the DMS loss over its last ``select_window`` epochs (the median, because the loss
@@ -30,7 +35,7 @@ from ..data.manifolds import DATASETS, Standardizer, embed, make_manifolds, rand
 from ..models import DMSMLP
 from ..models.neural_bayes_dms import BN_INITS
 from . import plotting, runner
-from ._nb_dms import RC_BN_MODES, RC_CLEAN_PASSES, dms_step, predict
+from ._nb_dms import RC_BN_MODES, RC_CLEAN_PASSES, RC_NOISES, dms_step, predict
 
 NAME = "nb_dms_2d"
 SUMMARY = "Neural Bayes Fig 1: DMS on spirals / circles / moons / blobs in 512-D, adjusted Rand index"
@@ -46,6 +51,8 @@ class Config:
     beta_multiplies: bool = False     # DML.ipynb: beta > 0 only switches R_c on (weight 1)
     rc_bn: str = "train"              # BatchNorm mode of the R_c passes (the code: train)
     rc_clean_pass: str = "separate"   # DML.ipynb: R_c's clean pass is its own forward (3 BN stat updates/step); "reuse": 2
+    rc_noise: str = "bernoulli"       # R_c directions: {0,1} subset sums (DML.ipynb); "gaussian": N(0,1) sums (the paper's text)
+    batch: int = 0                    # 0: the whole dataset per step (DML.ipynb); B > 0: shuffled batches of B (paper text: 400)
     bn_init: str = "uniform"          # BN gamma ~ U(0, 1): PyTorch <= 1.1's default, which DML.ipynb's run had (see _nb_dms)
     seeds: int = 1
     restarts: int = 1                 # the paper: one run; R > 1 keeps the restart with the lowest DMS objective
@@ -82,6 +89,10 @@ class Config:
             raise ValueError(f"nb_dms_2d: datasets must be a non-empty subset of {DATASETS}, got {self.datasets}")
         if self.dim < 2 or self.lr <= 0 or self.seeds < 1 or not self.hidden:
             raise ValueError("nb_dms_2d: dim >= 2, lr > 0, seeds >= 1 and non-empty hidden needed")
+        if self.rc_noise not in RC_NOISES:
+            raise ValueError(f"nb_dms_2d: rc_noise must be one of {RC_NOISES}, got {self.rc_noise!r}")
+        if self.batch < 0 or self.batch == 1:
+            raise ValueError(f"nb_dms_2d: batch must be 0 (the whole dataset) or >= 2, got {self.batch}")
         if self.restarts < 1 or self.select_window < 1:
             raise ValueError(f"nb_dms_2d: restarts >= 1 and select_window >= 1 needed, got restarts={self.restarts}, "
                              f"select_window={self.select_window}")
@@ -162,9 +173,16 @@ def train(ctx: runner.RunContext, cfg: Config, dataset: str, seed_index: int, re
     gen = torch.Generator(device=ctx.device).manual_seed(seed)
     x = data["x"].to(ctx.device)
 
+    def one(xb):
+        return dms_step(model, opt, xb, beta=s["beta"], beta_multiplies=cfg.beta_multiplies, rc_bn=cfg.rc_bn,
+                        rc_clean_pass=cfg.rc_clean_pass, rc_noise=cfg.rc_noise, generator=gen, backend=ctx.backend)
+
     def step(_):
-        return dms_step(model, opt, x, beta=s["beta"], beta_multiplies=cfg.beta_multiplies, rc_bn=cfg.rc_bn,
-                        rc_clean_pass=cfg.rc_clean_pass, generator=gen, backend=ctx.backend)
+        if not cfg.batch or cfg.batch >= x.shape[0]:
+            return one(x)
+        order = torch.randperm(x.shape[0], generator=gen, device=gen.device).to(x.device)
+        rows = [one(x[order[i:i + cfg.batch]]) for i in range(0, x.shape[0] - cfg.batch + 1, cfg.batch)]
+        return {key: torch.stack([r[key] for r in rows]).mean() for key in rows[0]}   # the epoch's mean
 
     def finish():
         pred = predict(model, x).argmax(1).cpu().numpy()
