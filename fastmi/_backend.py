@@ -92,6 +92,16 @@ def ext_has_op(op: str) -> bool:
     return known
 
 
+def _differentiating_transform() -> bool:
+    """Whether a torch.func transform that differentiates (grad/vjp/jacrev: Grad, jvp/jacfwd: Jvp) is active.
+    vmap alone is not one: the fused ops run under it."""
+    if torch.compiler.is_compiling():
+        return False
+    stack_fn = getattr(getattr(torch._C, "_functorch", None), "get_interpreter_stack", None)
+    stack = stack_fn() if stack_fn is not None else None
+    return bool(stack) and any(i.key().name in ("Grad", "Jvp") for i in stack)
+
+
 def select(backend: str, tensor: torch.Tensor, name: str, kernels: tuple = ("triton", "cuda", "cpu"),
            ext_op: str | None = None) -> str:
     """The concrete backend for a call on ``tensor``; raises if an explicitly requested one cannot run.
@@ -99,6 +109,13 @@ def select(backend: str, tensor: torch.Tensor, name: str, kernels: tuple = ("tri
     ``kernels``: the fused backends the loss's family has (e.g. no CUDA kernel where Triton is the
     GPU path). ``ext_op``: the family's op in fastmi._C, checked before "cpu"/"cuda" is chosen."""
     b = _select(backend, tensor, name, kernels)
+    if b != "reference" and _differentiating_transform():
+        why = ("a torch.func gradient transform (grad, vjp, jacrev, jacfwd, jvp, ...) is active, and torch's custom ops "
+               "with registered backward formulas do not support it yet (pytorch/pytorch#168393)")
+        if backend != "auto":
+            raise RuntimeError(f"{name}: backend={backend!r} cannot run here: {why}; use backend='reference' "
+                               "(or 'auto') inside torch.func transforms")
+        return _fallback(why)
     if ext_op is not None and b in ("cpu", "cuda") and not ext_has_op(ext_op):
         why = (f"the loaded fastmi._C has no fastmi::{ext_op} (it was built before this family; rebuild with "
                "pip install --no-build-isolation -e .)")
@@ -106,6 +123,12 @@ def select(backend: str, tensor: torch.Tensor, name: str, kernels: tuple = ("tri
             raise RuntimeError(f"{name}: backend={backend!r} is not available: {why}")
         b = _fallback(why)
     return b
+
+
+def validate(backend: str, tensor: torch.Tensor, name: str) -> None:
+    """The checks of ``select`` (a known backend that can run on ``tensor``), for a loss made of torch
+    ops on every backend (nothing fused to dispatch, so torch.func transforms need no fallback)."""
+    _select(backend, tensor, name, ("triton", "cuda", "cpu"))
 
 
 def _select(backend: str, tensor: torch.Tensor, name: str, kernels: tuple) -> str:

@@ -692,7 +692,7 @@ def nb_dms(logits, *, eps=1e-7, scale="code", backend="auto") -> torch.Tensor:
     if scale not in ("code", "paper"):
         raise ValueError(f"{name}: scale must be 'code' (the authors' code) or 'paper' (Eq 5, half of it), "
                          f"got {scale!r}")
-    _backend.select(backend, x, name)
+    _backend.validate(backend, x, name)   # composed of torch ops on every backend: no fused kernel to pick
     loss = reference.nb_dms(x, eps=e, scale=scale)
     _check_finite(loss.detach()[None], "logits", name)
     return loss

@@ -93,3 +93,43 @@ def test_stale_extension_without_a_family_op_falls_back(monkeypatch):
     torch.testing.assert_close(out.loss, F.infonce_separable(x, y, backend="reference").loss)
     with pytest.raises(RuntimeError, match="separable_lse"):
         F.infonce_separable(x, y, backend="cpu")
+
+
+_FUNC_LOSSES = {
+    "infonce": (lambda t, be: F.infonce(t, backend=be).loss, (6, 6)),
+    "nwj_separable": (lambda t, be: F.nwj_separable(t, t.flip(0), backend=be).loss, (6, 4)),
+    "mmd_imq": (lambda t, be: F.mmd_imq(t, t.flip(0) + 0.5, backend=be), (6, 4)),
+    "nb_mim": (lambda t, be: F.nb_mim(t, backend=be).loss, (6, 4)),
+    "nb_dms": (lambda t, be: F.nb_dms(t, backend=be), (6, 3)),
+    "fd_smoothness": (lambda t, be: F.fd_smoothness(t, 1.1 * t, 0.1, backend=be), (6, 4)),
+}
+
+
+@pytest.mark.parametrize("loss", sorted(_FUNC_LOSSES))
+def test_torch_func_grad_runs_on_auto_and_matches_autograd(loss, monkeypatch):
+    """Inside torch.func.grad, backend='auto' takes the reference path (the fused custom ops cannot be
+    differentiated by functorch yet) and gives the gradient loss.backward() gives."""
+    monkeypatch.setattr(_backend, "_warned", set())
+    fn, shape = _FUNC_LOSSES[loss]
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        g = torch.func.grad(lambda t: fn(t, "auto"))(x)
+    leaf = x.clone().requires_grad_()
+    fn(leaf, "auto").backward()
+    torch.testing.assert_close(g, leaf.grad, rtol=1e-5, atol=1e-6)
+    if loss == "nb_dms":   # torch ops on every backend: an explicit fused backend runs too
+        torch.testing.assert_close(torch.func.grad(lambda t: fn(t, "cpu"))(x), g)
+    elif fastmi.info()["cpu"][0]:
+        assert any("torch.func" in str(w.message) for w in caught)
+        with pytest.raises(RuntimeError, match="torch.func gradient transform"):
+            torch.func.grad(lambda t: fn(t, "cpu"))(x)
+
+
+def test_vmap_alone_keeps_the_fused_backend():
+    assert not _backend._differentiating_transform()
+    seen = []
+    torch.func.vmap(lambda t: seen.append(_backend._differentiating_transform()) or t.sum())(torch.randn(2, 3))
+    assert seen == [False]
+    torch.func.grad(lambda t: seen.append(_backend._differentiating_transform()) or t.sum())(torch.randn(3))
+    assert seen == [False, True]
