@@ -24,8 +24,10 @@ from ._result import MIResult, NBMIMResult
 
 
 def straight_through(grad_value: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """A tensor with the value of ``value`` and the gradient of ``grad_value``: g + sg(v - g)."""
-    return grad_value + (value - grad_value).detach()
+    """A tensor with the value of ``value`` and the gradient of ``grad_value``: g + sg(v - g); an
+    infinite value is returned as it is (g + sg(v - g) would be NaN when g is infinite too)."""
+    mixed = grad_value + (value - grad_value).detach()
+    return torch.where(torch.isinf(value), value, mixed)
 
 
 def regularizer(stat: torch.Tensor, weight: float, target: float, norm: str = "l2") -> torch.Tensor:
