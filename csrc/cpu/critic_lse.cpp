@@ -39,7 +39,7 @@ template <typename T>
 FASTMI_ALWAYS_INLINE Vectorized<T> softplus(const Vectorized<T>& x) {
   // softplus(x) = max(x, 0) + log1p(exp(-|x|)): no overflow for |x| large.
   const Vectorized<T> zero(T(0));
-  return at::vec::maximum(x, zero) + fast_exp(zero - x.abs()).log1p();
+  return at::vec::maximum(x, zero) + fast_log1p_unit(fast_exp(zero - x.abs()));
 }
 
 template <typename T>
