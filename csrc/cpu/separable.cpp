@@ -32,6 +32,8 @@
 #include <optional>
 #include <vector>
 
+#include "fast_exp.h"
+
 namespace fastmi {
 namespace {
 
@@ -157,8 +159,8 @@ void absorb_row(const T* s, int64_t cn, T& mx, T& sum) {
   Vec acc(T(0));
   const Vec vM(Ms);
   int64_t j = 0;
-  for (; j + V <= cn; j += V) acc = acc + (Vec::loadu(s + j) - vM).exp();
-  if (j < cn) acc = acc + Vec::set(Vec(T(0)), (load(s + j, cn - j) - vM).exp(), cn - j);
+  for (; j + V <= cn; j += V) acc = acc + fast_exp(Vec::loadu(s + j) - vM);
+  if (j < cn) acc = acc + Vec::set(Vec(T(0)), fast_exp(load(s + j, cn - j) - vM), cn - j);
   T tsum = at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return a + b; }, acc);
   sum = (mx == ninf ? T(0) : sum * std::exp(mx - Ms)) + tsum;
   mx = M;
@@ -188,7 +190,7 @@ void absorb_cols(const T* s, int64_t rn, int64_t cn, T* cmax, T* csum, T* tmp) {
     const T* row = s + i * cn;
     int64_t j = 0;
     for (; j + V <= cn; j += V)
-      (Vec::loadu(csum + j) + (Vec::loadu(row + j) - Vec::loadu(tmp + j)).exp()).store(csum + j);
+      (Vec::loadu(csum + j) + fast_exp(Vec::loadu(row + j) - Vec::loadu(tmp + j))).store(csum + j);
     for (; j < cn; ++j) csum[j] += std::exp(row[j] - tmp[j]);
   }
 }
@@ -285,8 +287,8 @@ void tile_grad(T* raw, int64_t rn, int64_t cn, const T* a, const T* b, const T* 
     Vec dacc(T(0));
     int64_t j = 0;
     auto step = [&](const Vec& r, const Vec& s, const Vec& vb, const Vec& vha, const Vec& vhb, Vec& dbv) {
-      Vec ds = vga * (s - vgb).exp();
-      if (cols) ds = ds + vha * (s - vhb).exp();
+      Vec ds = vga * fast_exp(s - vgb);
+      if (cols) ds = ds + vha * fast_exp(s - vhb);
       const Vec dsr = ds * r;
       dacc = dacc + dsr * vb;
       dbv = dsr * va;

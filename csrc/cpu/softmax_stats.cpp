@@ -27,6 +27,7 @@
 #include <limits>
 #include <vector>
 
+#include "fast_exp.h"
 #include "huge_pages.h"
 
 namespace fastmi {
@@ -101,7 +102,7 @@ T forward_pm(const T* x, int64_t C, T eps, T* buf, T* lse_out, T* e_out, T* macc
   for (int64_t c = Cv; c < C; ++c) m = std::max(m, x[c]);
   Vec zv(T(0));
   for (int64_t c = 0; c < Cv; c += V) {
-    Vec ex = (Vec::loadu(x + c) - Vec(m)).exp();
+    Vec ex = fast_exp(Vec::loadu(x + c) - Vec(m));
     ex.store(buf + c);
     zv = zv + ex;
   }
@@ -135,7 +136,7 @@ void backward_pm(const T* x, int64_t C, T eps, T ge, T lse, T e, const T* gm, T*
   const int64_t Cv = C - C % V;
   Vec dv(T(0));
   for (int64_t c = 0; c < Cv; c += V) {
-    Vec S = (Vec::loadu(x + c) - Vec(lse)).exp();
+    Vec S = fast_exp(Vec::loadu(x + c) - Vec(lse));
     S.store(buf + c);
     dv = dv + S * Vec::loadu(gm + c);
   }
