@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCHVISION_SPEC ?= torchvision==0.28.0
 SOURCES := Makefile setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu)
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all bench report clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,15 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q tests
 
+# each run gets its own dated file: earlier runs are never overwritten
+BENCH_JSON := bench/results/cpu-$(shell date -u +%Y-%m-%d-%H%M%S).json
+
 bench: setup
-	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=median,iqr,rounds --benchmark-sort=name --benchmark-json=bench/results/cpu-latest.json && $(PY) -m bench.report bench/results/cpu-latest.json
+	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=median,iqr,rounds --benchmark-sort=name --benchmark-json=$(BENCH_JSON) && $(PY) -m bench.report $(BENCH_JSON)
+
+# regenerate every table of measured numbers in README.md and docs/ from bench/results and results/
+report:
+	$(PYTHON) -m bench.report
 
 clean:
 	rm -rf build *.egg-info fastmi/_C*.so $(VENV)
