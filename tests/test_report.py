@@ -172,3 +172,18 @@ def test_markers_parse_arguments():
     assert new == "x\n<!-- report:bench-run file=a.json families=a,b -->\nnew\nlines\n<!-- /report:bench-run -->"
     assert changed == [b]
     assert markers.render(new, "doc.md", lambda blk: "new\nlines")[1] == []
+
+
+def test_dms_draws(root):
+    new, old = root / "results" / "dms" / "new", root / "results" / "dms" / "old"
+    new.mkdir(parents=True)
+    old.mkdir(parents=True)
+    (new / "meta.json").write_text('{"command": "fastmi run nb_dms_2d", "label": "new one"}')
+    (new / "results.json").write_text('{"datasets": {"spirals": {"ari": [1.0, 0.5, 0.9996, 0.25]}}}')
+    (old / "meta.json").write_text('{"command": "fastmi run nb_dms_2d", "raw_data": false, "rerun_time": "1 h"}')
+    (old / "table.txt").write_text("head\nspirals    1200  3  1  600  1 mean 0.639 (0.26, 1.00, 0.58)   0.639  optimal\n")
+    (root / "docs" / "toy.md").write_text("<!-- report:dms-draws runs=dms/new,dms/old -->\n<!-- /report:dms-draws -->\n")
+    assert report.main(["--root", str(root)]) == 0
+    text = (root / "docs" / "toy.md").read_text()
+    assert "| [new one](../results/dms/new) | 1.00, 0.50, 1.00, 0.25 | 0.687 | 2 / 4 |" in text
+    assert "| [dms/old](../results/dms/old) | 0.26, 1.00, 0.58 | 0.639 | 1 / 3 |" in text

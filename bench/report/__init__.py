@@ -46,6 +46,7 @@ GENERATORS = {
     "run-table": lambda c, run: experiments.run_table(c.results, c.doc, run),
     "experiment-runs": lambda c: experiments.runs_list(c.results, c.doc),
     "claims": lambda c, paper=None: experiments.claims_summary(c.results, c.doc, paper),
+    "dms-draws": lambda c, runs: experiments.dms_draws(c.results, c.doc, runs),
 }
 
 

@@ -84,7 +84,7 @@ def run_table(results: Path, doc: Path, run: str) -> str:
         head += f" ({info['load']})"
     head += "."
     if raw:
-        files = [md.link(f, folder / f, doc) for f in ("metrics.csv", "results.json", "config.json")
+        files = [md.link(f, folder / f, doc) for f in ("metrics.csv", "metrics.csv.gz", "results.json", "config.json")
                  if (folder / f).exists()]
         head += " Data: " + ", ".join(files) + "."
     else:
@@ -138,3 +138,27 @@ def claims_summary(results: Path, doc: Path, paper: str | None = None) -> str:
         label = md.link(c["paper_name"], page, doc) if page else c["paper_name"]
         rows.append(([] if paper else [label]) + [where, c["claim"], ours, c["paper_value"], status])
     return md.table(([] if paper else ["paper"]) + ["experiment", "claim", "ours", "paper", "status"], rows)
+
+
+def _spirals_ari(results: Path, run: str) -> tuple[list[float], float]:
+    """The spirals' ARI per draw of an nb_dms_2d run and their mean: from results.json, or from the
+    printed ``mean M (a, b, ...)`` of a run that kept only its table (two decimals there)."""
+    if meta(results, run).get("raw_data", True):
+        ari = [float(a) for a in result_data(results, run)["datasets"]["spirals"]["ari"]]
+        return ari, sum(ari) / len(ari)
+    m = re.search(r"\nspirals .*? mean (\S+) \(([^)]*)\)", (run_dir(results, run) / "table.txt").read_text())
+    if m is None:
+        raise ValueError(f"results/{run}/table.txt: no per-draw spirals ARIs")
+    return [float(a) for a in m[2].split(",")], float(m[1])
+
+
+def dms_draws(results: Path, doc: Path, runs: str) -> str:
+    """nb_dms_2d spirals runs side by side: each run's label (meta.json), ARI per draw, mean, and how
+    many draws were labelled perfectly (ARI 1 to three decimals)."""
+    rows = []
+    for run in runs.split(","):
+        ari, mean = _spirals_ari(results, run)
+        label = meta(results, run).get("label", run)
+        rows.append([md.link(label, run_dir(results, run), doc), ", ".join(f"{a:.2f}" for a in ari),
+                     f"{mean:.3f}", f"{sum(a > 0.9995 for a in ari)} / {len(ari)}"])
+    return md.table(["setting", "ARI per draw", "mean", "perfect"], rows)
