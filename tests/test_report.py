@@ -187,3 +187,26 @@ def test_dms_draws(root):
     text = (root / "docs" / "toy.md").read_text()
     assert "| [new one](../results/dms/new) | 1.00, 0.50, 1.00, 0.25 | 0.687 | 2 / 4 |" in text
     assert "| [dms/old](../results/dms/old) | 0.26, 1.00, 0.58 | 0.639 | 1 / 3 |" in text
+
+
+def test_a_claim_rechecks_from_the_raw_data():
+    """The one-hot run's summary numbers follow from its committed per-step data (independent of
+    fastmi: numpy only): final estimate = mean of the last 500 steps, drift = least-squares slope of
+    the second term over the last 1000 steps."""
+    import csv
+    import gzip
+
+    import numpy as np
+
+    run = ROOT / "results" / "remine_onehot" / "seed0"
+    summary = json.loads((run / "results.json").read_text())["runs"]
+    rows = {}
+    with gzip.open(run / "metrics.csv.gz", "rt") as f:
+        for r in csv.DictReader(f):
+            rows.setdefault(r["job"], []).append(r)
+    for job in ("dv-b100", "redv-b100"):
+        mi = np.array([float(r["mi"]) for r in rows[job]])
+        second = np.array([float(r["second"]) for r in rows[job]])
+        assert np.mean(mi[-500:]) == pytest.approx(summary[job]["final_mi"], rel=1e-9)
+        slope = np.polyfit(np.arange(1000), second[-1000:], 1)[0]
+        assert slope == pytest.approx(summary[job]["second_term_slope"], rel=1e-6, abs=1e-12)
