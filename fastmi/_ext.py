@@ -109,7 +109,7 @@ def load():
         if problem is None:
             try:
                 _load_prebuilt(isa)
-                _state.update(module=sys.modules["fastmi._C"], how=f"prebuilt fastmi._C; {kernels}",
+                _state.update(module=sys.modules["fastmi._C"], how=f"prebuilt for this torch; {kernels}",
                               cuda=_has_cuda_kernels())
                 return _state["module"]
             except (ImportError, OSError, RuntimeError) as exc:

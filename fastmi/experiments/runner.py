@@ -113,7 +113,7 @@ class RunContext:
         bar = None
         if self.progress:
             bar = (tqdm(total=n_steps, initial=start, desc=job, unit=unit, leave=False, dynamic_ncols=True)
-                   if tqdm is not None else LineProgress(job, n_steps, start, unit))
+                   if tqdm is not None and sys.stderr.isatty() else LineProgress(job, n_steps, start, unit))
         try:
             for step in range(start, n_steps):
                 if self.stop_after is not None and self._steps_run >= self.stop_after:
@@ -139,7 +139,7 @@ class RunContext:
 
 
 class LineProgress:
-    """Progress without tqdm: one line on stderr every PROGRESS_EVERY seconds."""
+    """Progress without tqdm, or into a log file: one line on stderr every PROGRESS_EVERY seconds."""
 
     def __init__(self, job: str, total: int, done: int, unit: str):
         self.job, self.total, self.done, self.unit = job, total, done, unit
