@@ -22,8 +22,8 @@ $(STAMP): $(SOURCES)
 	$(PY) -m pip install -q "foolbox==3.3.4"
 	@($(PY) -m pip install -q "$(TORCHVISION_SPEC)" && $(PY) -c "import torchvision") 2>/dev/null || { $(PY) -m pip uninstall -y -q torchvision 2>/dev/null; echo "fastmi: no torchvision build that works with this torch; --download of CIFAR/STL-10 needs one (reading their files does not)"; }
 	@$(PY) -m pip install -q triton || echo "fastmi: triton could not be installed; its tests will be skipped"
-	@echo "fastmi set-up: compiling the C++ kernels (3 modules, 11 files; 2-6 minutes on 2 cores; log: build/setup.log)"
-	$(PY) tools/show_build.py build/setup.log -- $(PY) -m pip install -v --no-build-isolation --no-deps -e .
+	@echo "fastmi set-up: compiling the C++ kernels for this CPU (6 files, a few minutes on 2 cores; log: build/setup.log)"
+	FASTMI_CPU_VARIANTS=this $(PY) tools/show_build.py build/setup.log -- $(PY) -m pip install -v --no-build-isolation --no-deps -e .
 	$(PY) -m fastmi info
 	touch $(STAMP)
 

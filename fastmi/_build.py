@@ -65,7 +65,14 @@ def is_x86() -> bool:
 
 
 def isa_variants() -> list[str]:
-    """The CPU variants a build makes: both on x86-64, the portable one elsewhere."""
+    """The CPU variants a build makes: both on x86-64 (a wheel runs on any CPU), the portable one
+    elsewhere; ``FASTMI_CPU_VARIANTS=this`` builds only the one this CPU runs (``make setup``: half
+    the compile time; another variant is JIT-built if ever asked for, e.g. by FASTMI_ISA)."""
+    which = os.environ.get("FASTMI_CPU_VARIANTS", "all").strip().lower()
+    if which not in ("all", "this"):
+        raise ValueError(f"FASTMI_CPU_VARIANTS must be all or this, got {which!r}")
+    if which == "this":
+        return [isa_for_this_cpu()[0]]
     return ["avx2", "portable"] if is_x86() else ["portable"]
 
 

@@ -32,27 +32,31 @@ def _torch_version() -> str:
     return torch.__version__
 
 
-def _prebuilt_problem(isa: str) -> str | None:
-    """Why the prebuilt modules cannot be used here (None: they can)."""
-    origins = {}
-    for mod in ("_C", f"_cpu_{isa}"):
-        spec = importlib.util.find_spec(f"fastmi.{mod}")
-        if spec is None or not spec.origin:
-            return f"no prebuilt fastmi.{mod}"
-        origins[mod] = spec.origin
-    record = Path(origins["_C"]).parent / _build.BUILD_INFO
+def _prebuilt_problem(isa: str) -> tuple[str | None, str | None]:
+    """(why the prebuilt fastmi._C cannot be used, why its CPU variant ``isa`` cannot): None where it can."""
+    spec = importlib.util.find_spec("fastmi._C")
+    if spec is None or not spec.origin:
+        return "no prebuilt fastmi._C", "no prebuilt fastmi._C"
+    record = Path(spec.origin).parent / _build.BUILD_INFO
     if not record.is_file():
-        return f"the prebuilt fastmi._C has no build record ({record.name}): it predates this fastmi"
-    built_for = json.loads(record.read_text()).get("torch")
-    if built_for != _torch_version():
-        return f"the prebuilt kernels were built for torch {built_for}, this is torch {_torch_version()}"
-    return None
+        why = f"the prebuilt fastmi._C has no build record ({record.name}): it predates this fastmi"
+        return why, why
+    info = json.loads(record.read_text())
+    if info.get("torch") != _torch_version():
+        why = f"the prebuilt kernels were built for torch {info.get('torch')}, this is torch {_torch_version()}"
+        return why, why
+    if isa not in info.get("isa_variants", []) or importlib.util.find_spec(f"fastmi._cpu_{isa}") is None:
+        return None, f"no prebuilt {_build.ISA_NAMES[isa]} CPU kernels (this build made {info.get('isa_variants')})"
+    return None, None
 
 
-def _load_prebuilt(isa: str) -> None:
+def _load_prebuilt_core() -> None:
+    importlib.import_module("fastmi._C")
+
+
+def _load_prebuilt_cpu(isa: str) -> None:
     import torch
 
-    importlib.import_module("fastmi._C")
     torch.ops.load_library(importlib.util.find_spec(f"fastmi._cpu_{isa}").origin)
 
 
@@ -104,17 +108,20 @@ def load():
             return None
         _state["isa"] = isa
         kernels = f"CPU kernels {_build.ISA_NAMES[isa]}, {isa_why}"
-        problem = _prebuilt_problem(isa)
+        core_problem, cpu_problem = _prebuilt_problem(isa)
         core_loaded = False
-        if problem is None:
+        if core_problem is None:
             try:
-                _load_prebuilt(isa)
-                _state.update(module=sys.modules["fastmi._C"], how=f"prebuilt for this torch; {kernels}",
-                              cuda=_has_cuda_kernels())
-                return _state["module"]
+                _load_prebuilt_core()
+                core_loaded = True
+                if cpu_problem is None:
+                    _load_prebuilt_cpu(isa)
+                    _state.update(module=sys.modules["fastmi._C"], how=f"prebuilt for this torch; {kernels}",
+                                  cuda=_has_cuda_kernels())
+                    return _state["module"]
             except (ImportError, OSError, RuntimeError) as exc:
-                core_loaded = "fastmi._C" in sys.modules
-                problem = f"the prebuilt kernels do not load ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+                cpu_problem = f"the prebuilt kernels do not load ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        problem = cpu_problem
         if os.environ.get("FASTMI_NO_JIT", "0") == "1":
             _state["error"] = f"{problem}; JIT build disabled by FASTMI_NO_JIT=1"
             return None
@@ -123,11 +130,12 @@ def load():
         except FileNotFoundError as exc:
             _state["error"] = f"{problem}; no JIT build: {exc}"
             return None
-        _notice(f"{problem}: building the kernels for this torch from {sources} (once; about 1-3 minutes; "
+        _notice(f"{problem}: building the kernels for this torch from {sources} (once; a few minutes on a few cores; "
                 "FASTMI_NO_JIT=1 skips this and uses the reference backend)")
         try:
             cuda = _jit_build(isa, core=not core_loaded)
-            _state.update(module=True, how=f"JIT build (torch.utils.cpp_extension.load); {kernels}",
+            built = "prebuilt fastmi._C, JIT-built CPU kernels" if core_loaded else "JIT build"
+            _state.update(module=True, how=f"{built} (torch.utils.cpp_extension.load); {kernels}",
                           cuda=cuda or (core_loaded and _has_cuda_kernels()))
             return True
         except Exception as exc:  # a missing compiler or ninja must not break import

@@ -116,4 +116,7 @@ def run(n, d: int, calibrate_n: int = 2048) -> None:
 
 
 if __name__ == "__main__":
-    _child(int(sys.argv[1]), sys.argv[2:])
+    try:
+        _child(int(sys.argv[1]), sys.argv[2:])
+    except KeyboardInterrupt:   # Ctrl-C of the demo reaches this child too: the demo says it
+        raise SystemExit(130)

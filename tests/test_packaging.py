@@ -23,9 +23,9 @@ PORTABLE_TESTS = ["tests/test_critic_lse_kernels.py", "tests/test_separable.py",
 PORTABLE_SKIP = "not triton and not cuda and not compile and not opcheck and not fallback and not streaming"
 
 
-def _python(code: str, **env):
+def _python(code: str, timeout: int = 600, **env):
     path = {"PYTHONPATH": str(ROOT)} if FROM_CHECKOUT else {}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, **path, **env))
 
 
@@ -62,6 +62,16 @@ def test_the_variant_follows_the_environment(env, want):
     assert out.stdout.strip() == want
 
 
+def test_variants_to_build(monkeypatch):
+    monkeypatch.delenv("FASTMI_CPU_VARIANTS", raising=False)
+    assert _build.isa_variants() == (["avx2", "portable"] if _build.is_x86() else ["portable"])
+    monkeypatch.setenv("FASTMI_CPU_VARIANTS", "this")
+    assert _build.isa_variants() == [_build.isa_for_this_cpu()[0]]
+    monkeypatch.setenv("FASTMI_CPU_VARIANTS", "some")
+    with pytest.raises(ValueError, match="FASTMI_CPU_VARIANTS"):
+        _build.isa_variants()
+
+
 def test_a_build_for_another_torch_is_not_loaded(monkeypatch):
     saved = dict(_ext._state)
     monkeypatch.setenv("FASTMI_NO_JIT", "1")
@@ -78,8 +88,9 @@ def test_a_build_for_another_torch_is_not_loaded(monkeypatch):
 
 @needs_ext
 def test_portable_variant_loads_and_matches_the_references():
+    # make setup builds only this CPU's variant: the first run then JIT-builds the portable one (once)
     out = _python("from fastmi import _ext; s = _ext.status(); print(s['isa'], s['module'] is not None)",
-                  FASTMI_ISA="portable")
+                  FASTMI_ISA="portable", timeout=3600)
     assert out.stdout.split() == ["portable", "True"], out.stdout + out.stderr
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *PORTABLE_TESTS,
                             "-k", PORTABLE_SKIP], cwd=ROOT, capture_output=True, text=True, timeout=1800,
