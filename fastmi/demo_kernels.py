@@ -98,7 +98,7 @@ def _mib(b) -> str:
 def run(n: int, repeat: int = 5, compile_reference: bool = True) -> None:
     """Print the table (one row per loss, as it is measured)."""
     print(f"\n1. Same values as plain PyTorch, faster, less memory: forward + backward on an n x n float32 score "
-          f"matrix, n = {n}, {torch.get_num_threads()} threads, median of {repeat}", flush=True)
+          f"matrix, n = {n}, {torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)}, median of {repeat}", flush=True)
     memory = memory_in_child(n) or {}
     head = (f"   {'loss':<15}{'|fused - plain|':>22}{'plain PyTorch':>15}{'torch.compile':>15}{'fused':>10}"
             f"{'speed-up':>10}   extra memory: plain -> fused")
