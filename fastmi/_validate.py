@@ -75,3 +75,15 @@ def finite(x: torch.Tensor, arg: str, name: str) -> None:
         return
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: {arg} contains NaN or Inf")
+
+
+def nonzero_rows(x: torch.Tensor, arg: str, name: str) -> None:
+    """ValueError if a row of x has norm 0 (in fp32, fp64 for float64): the cosine critic divides by
+    it. One host sync, eager mode only."""
+    if torch.compiler.is_compiling() or x.device.type == "meta":
+        return
+    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    zero = (torch.linalg.vector_norm(x.detach().to(dt), dim=1) == 0).nonzero()
+    if zero.numel():
+        raise ValueError(f"{name}: normalize=True but {arg} has {zero.numel()} zero-norm row(s) "
+                         f"(first: row {int(zero[0])}); the cosine critic is undefined there")
