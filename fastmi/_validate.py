@@ -56,7 +56,8 @@ def regularization(reg_weight, reg_target, reg_norm, name: str) -> tuple[float, 
 
 def flag(value, arg: str, name: str) -> bool:
     """A True/False option (numpy's bool too); anything else is a TypeError, not a truthy guess."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    kind = type(value)
+    if isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool")):
         return bool(value)
     raise TypeError(f"{name}: {arg} must be True or False, got {value!r}")
 

@@ -362,7 +362,7 @@ def span_directions(x: torch.Tensor, coefficients: torch.Tensor, center: bool = 
     left unperturbed). Computed in fp32 (fp64 for float64 x)."""
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(acc)
-    if center:
+    if _validate.flag(center, "center", "span_directions"):
         y = xf - xf[:1]
         xc = y - y.to(torch.float64).mean(0).to(acc)
     else:
