@@ -450,6 +450,11 @@ def mmd_imq(x: torch.Tensor, y: torch.Tensor, *, scales, estimator: str = "unbia
     fp16/bf16 inputs are computed in fp32.
     """
     x, y = _upcast(x), _upcast(y)
+    # distances do not change under a common translation; centring on the (detached) midpoint of the
+    # two means keeps the expansion |a|^2 + |b|^2 - 2 a.b from cancelling away the digits of a large
+    # common offset (as the fused kernels do)
+    center = (0.5 * (x.mean(0) + y.mean(0))).detach()
+    x, y = x - center, y - center
     n, m = x.shape[0], y.shape[0]
     kxx = imq_kernel(_sq_dists(x, x), scales)
     kyy = imq_kernel(_sq_dists(y, y), scales)
