@@ -345,6 +345,26 @@ def _zeta_arg(zeta, B: int, device, name: str, dtype: torch.dtype):
     return z
 
 
+_GENERATOR_UNDER_COMPILE = (
+    "{name}: generator= cannot be traced by torch.compile (a torch.Generator is not a graph input). "
+    "Inside a compiled function leave generator=None: the draws then come from torch's default "
+    "generator, so torch.manual_seed(s) before the call makes them reproducible (compiled code draws "
+    "other values than eager code for the same seed). Or draw outside the compiled function: {alt}")
+_GENERATOR_ALTERNATIVE = {
+    "perturb_in_span": "zeta=sigma * torch.randn((), generator=g) keeps zeta reproducible",
+    "mmd_imq_prior": "p = sigma * torch.randn(n, K, generator=g), then F.mmd_imq(z, p) inside",
+}
+
+
+def _check_generator(generator, name: str) -> None:
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if torch.compiler.is_compiling():
+        raise RuntimeError(_GENERATOR_UNDER_COMPILE.format(name=name, alt=_GENERATOR_ALTERNATIVE[name]))
+
+
 def perturb_in_span(x, *, zeta=None, zeta_std=0.1, noise="bernoulli", center=True, per_sample_zeta=False,
                     generator=None, backend="auto"):
     """Perturb each sample along a random unit direction in the span of the (centred) batch, no gradient:
@@ -366,6 +386,9 @@ def perturb_in_span(x, *, zeta=None, zeta_std=0.1, noise="bernoulli", center=Tru
     backends make the c_ij from that seed with a counter-based Philox stream (no B x B matrix), the
     same stream on the C++ and Triton backends. The reference backend draws the B x B matrix with
     torch's generator: its x_tilde has the same distribution (and the same zeta), not the same values.
+    Under torch.compile(fullgraph=True) ``generator`` must be None (a torch.Generator cannot be traced;
+    a RuntimeError says so): seed torch's default generator with torch.manual_seed instead, which
+    makes the compiled draws reproducible (though not equal to eager ones), or pass ``zeta``.
     """
     name = "perturb_in_span"
     x = _validate.tensor(x, "x", name)
@@ -378,8 +401,7 @@ def perturb_in_span(x, *, zeta=None, zeta_std=0.1, noise="bernoulli", center=Tru
         raise ValueError(f"{name}: noise must be 'bernoulli' (the authors' code) or 'gaussian' (the paper), got {noise!r}")
     center = _validate.flag(center, "center", name)
     per_sample_zeta = _validate.flag(per_sample_zeta, "per_sample_zeta", name)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"{name}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    _check_generator(generator, name)
     if zeta is None:
         std = _validate.number(zeta_std, "zeta_std", name, low=0.0, strict=True)
         if math.isinf(std):
@@ -522,7 +544,10 @@ def mmd_imq_prior(z, *, sigma=1.0, n_prior=None, scale=None, scales=None, estima
 
         MMD^2(z, p) with k(a, b) = C / (C + ||a - b||^2), C = scale (default K, independent of sigma)
 
-    ``generator`` (a torch.Generator on z's device) makes the draw reproducible.
+    ``generator`` (a torch.Generator on z's device) makes the draw reproducible in eager mode. It
+    cannot be traced by torch.compile(fullgraph=True): there, leave it None and seed torch's default
+    generator (torch.manual_seed), or draw p outside the compiled function with the generator and call
+    ``mmd_imq(z, p)`` inside (a RuntimeError says so).
     """
     name = "mmd_imq_prior"
     z = _validate.tensor(z, "z", name, ndim=2)
@@ -533,6 +558,7 @@ def mmd_imq_prior(z, *, sigma=1.0, n_prior=None, scale=None, scales=None, estima
         n_prior = z.shape[0]
     if isinstance(n_prior, bool) or not isinstance(n_prior, int) or n_prior < 1:
         raise ValueError(f"{name}: n_prior must be a positive int, got {n_prior!r}")
+    _check_generator(generator, name)
     dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
     p = torch.randn(n_prior, z.shape[1], generator=generator, device=z.device, dtype=dtype) * s
     return mmd_imq(z if z.dtype == dtype else z.float(), p, scale=scale, scales=scales, estimator=estimator,
