@@ -126,7 +126,10 @@ def infonce(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_targe
     has_neg = N.any(1, keepdim=True)
     P = P & has_neg  # an anchor with no negatives is skipped, like one with no positives
     scores, skip = _skip_guard(scores, P, N)
-    filled = torch.where(has_neg, scores.masked_fill(~N, -math.inf), torch.zeros_like(scores))
+    # rows that are not anchors are left out of the log-sum-exp altogether: a +inf there would send
+    # 0 * exp(inf - inf) = NaN into the row's gradient through logsumexp's backward
+    anchor = P.any(1, keepdim=True)
+    filled = torch.where(anchor, scores.masked_fill(~N, -math.inf), torch.zeros_like(scores))
     row_lme = torch.logsumexp(filled, 1) - N.sum(1).clamp_min(1).to(scores.dtype).log()
     I = _mean(scores - row_lme[:, None], P)
     counts = P.sum(1).to(scores.dtype)
