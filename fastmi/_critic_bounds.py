@@ -23,18 +23,31 @@ def zero_where(cond: torch.Tensor, st):
     return type(st)(t if t is None else torch.where(cond, torch.zeros_like(t), t) for t in st)
 
 
+def mean_shift(shift, layout: Layout, dtype: torch.dtype, device):
+    """a + log |N|: exp(LSE_i - a - log |N|) summed over rows is mean_N exp(S - a) with no
+    intermediate larger than the mean (the sum of the exponentials may overflow where the mean does
+    not). ``shift``: a number, a tensor, or a function of the statistics."""
+    log_n = torch.log(layout.negative_counts(dtype, device).sum().clamp_min(1))
+    if callable(shift):
+        return lambda st: shift(st) + log_n
+    if not isinstance(shift, torch.Tensor):
+        shift = torch.tensor(float(shift), dtype=dtype, device=device)
+    return shift + log_n
+
+
 class RowStats:
     """Row statistics of one score matrix plus the positive/negative counts of its layout."""
 
     def __init__(self, scores: torch.Tensor, layout: Layout, clip: Optional[float], need: int, backend: str,
                  exp_shift=False):
         """``exp_shift``: the shift a of the bound's exponential term mean_N exp(S - a) (a number, a 0-d
-        or [n] tensor; None: MINE's, chosen from the statistics), see ``exp_mean``."""
+        or [n] tensor, or a function of the detached statistics: MINE's moving average), see ``exp_mean``."""
         if exp_shift is False:
             self._count(op.row_stats(scores, layout, clip, need, backend), layout)
             return
         slot = CLSE if clip is not None else LSE
-        st, exp_rows, ref = op.row_stats(scores, layout, clip, need, backend, exp_shift, slot)
+        shift = mean_shift(exp_shift, layout, op.stats_dtype(scores.dtype), scores.device)
+        st, exp_rows, ref = op.row_stats(scores, layout, clip, need, backend, shift, slot)
         self._count(st, layout, exp_rows, ref)
 
     @classmethod
@@ -68,13 +81,13 @@ class RowStats:
         """mean_N exp(S_ij - shift_i) = sum_i exp(LSE_i - shift_i) / |N|, for values only (its gradient
         would pass through exp(LSE_i - shift_i), which overflows; see exp_mean). Summed directly rather
         than through a log-sum-exp over rows: a row whose negatives are all -inf contributes 0."""
-        return torch.exp(self.st[CLSE if clipped else LSE] - log_shift).sum() / self._neg_div
+        return torch.exp(self.st[CLSE if clipped else LSE] - log_shift - torch.log(self._neg_div)).sum()
 
     def exp_mean(self) -> torch.Tensor:
         """mean_N exp(S_ij - a_i) with a the ``exp_shift`` these statistics were made with (on clip(S)
         when clipped). Its gradient reaches each entry as exp(S_ij - a_i) / |N|, finite wherever that
         is, whatever the row's other scores (fastmi.ops.exp_terms)."""
-        return self.exp_rows.sum() / self._neg_div
+        return self.exp_rows.sum()  # the shift includes log |N| (mean_shift)
 
     def pos_mean(self, clipped: bool = False) -> torch.Tensor:
         return self.st[CPOS if clipped else POS].sum() / self._pos_div
@@ -153,15 +166,28 @@ def smile(rs: RowStats, clipped: bool, clip_positives: bool, reg):
     return reference._finish(rs.js_surrogate(), I, rs.lme_neg() if reg[0] else None, *reg, rs.skip)
 
 
+def _mine_averages(running_lme: torch.Tensor, momentum: float, batch_lme: torch.Tensor, skip: torch.Tensor):
+    """(the updated moving average, the one the surrogate divides by), both log E_N e^S (detached)."""
+    # a skipped batch (no positive or negative pair) does not move the average
+    ema = reference.mine_running_update(running_lme, torch.where(skip, math.nan, batch_lme), momentum)
+    return ema, reference.mine_surrogate_ema(ema, batch_lme)
+
+
+def mine_shift(layout: Layout, running_lme: torch.Tensor, momentum: float):
+    """MINE's exp_shift for RowStats: the surrogate's average, a function of the batch statistics."""
+    def shift(st: torch.Tensor) -> torch.Tensor:
+        rs = RowStats.from_stats(st, layout)
+        return _mine_averages(running_lme, momentum, rs.lme_neg(), rs.skip)[1]
+    return shift
+
+
 def mine(rs: RowStats, running_lme: torch.Tensor, momentum: float, update: bool, reg):
+    """``rs`` made with exp_shift=mine_shift(...): rs.exp_mean() = mean_N exp(S - ema)."""
     batch_lme = rs.lme_neg()
     with torch.no_grad():
-        # a skipped batch (no positive or negative pair) does not move the average
-        ema = reference.mine_running_update(running_lme, torch.where(rs.skip, math.nan, batch_lme), momentum)
+        ema, _ = _mine_averages(running_lme, momentum, batch_lme, rs.skip)
         if update:
             running_lme.copy_(ema)
-        ema = reference.mine_surrogate_ema(ema, batch_lme)
     pos = rs.pos_mean()
-    # mean_N exp(S - ema) = mean_N exp(S - c) exp(c - ema), c = rs.exp_ref (exp_shift=None)
-    surrogate = pos - rs.exp_mean() * torch.exp(rs.exp_ref - ema.to(batch_lme.dtype))
+    surrogate = pos - rs.exp_mean()
     return reference._finish(surrogate, pos - batch_lme, batch_lme, *reg, rs.skip)

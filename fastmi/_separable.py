@@ -71,8 +71,9 @@ def row_stats(x, y, temperature, normalize: bool, layout, backend: str, *, symme
     index = layout.pos_index if layout.kind == "index" else None
     dt = op.stats_dtype(x.dtype)
     inv_t = 1.0 / temperature.to(dt) if isinstance(temperature, torch.Tensor) else 1.0 / temperature
+    shift = None if exp_shift is None else _critic_bounds.mean_shift(exp_shift, layout, dt, x.device)
     row_lse, col_lse, pos, exp_rows = op.separable_stats(x, y, inv_t, normalize, index, _exclusion(layout), symmetric,
-                                                         backend, exp_shift)
+                                                         backend, shift)
     rows = _critic_bounds.RowStats.from_stats(_stats(row_lse, pos), layout,
                                               None if exp_shift is None else exp_rows)
     if not symmetric:

@@ -130,7 +130,8 @@ def mine(scores=None, running_lme=None, *, joint=None, marginal=None, momentum=0
     if b == "reference":
         return reference.mine(scores, running_lme, momentum=m, update=bool(update), positives=positives,
                               negatives=negatives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
-    rs = _critic_bounds.RowStats(scores, layout, None, _critic_bounds.need_for("mine", clip=None), b, exp_shift=None)
+    rs = _critic_bounds.RowStats(scores, layout, None, _critic_bounds.need_for("mine", clip=None), b,
+                                 exp_shift=_critic_bounds.mine_shift(layout, running_lme, m))
     return _critic_bounds.mine(rs, running_lme, m, bool(update), reg)
 
 

@@ -116,16 +116,16 @@ class _StatsWithExp(torch.autograd.Function):
     """The op's statistics plus E_i = exp(stats[slot, i] - a_i), with E's gradient merged into the
     kernel's coefficient of that slot (``fastmi.ops.exp_terms``): never through exp(stats), which
     overflows on a row with one large score although the row's other entries have finite gradients.
-    shift=None picks a = the largest finite statistic of the slot (one number, returned as ``ref``)."""
+    ``shift`` may also be a function of the (detached) statistics giving a constant a (MINE's moving
+    average includes the batch); a is returned as ``ref``."""
 
     @staticmethod
     def forward(ctx, scores, shift, pos_index, pos_mask, neg_mode, clip, need, backend, slot):
         forward_op, _ = _ops(backend)
         stats = forward_op(scores, pos_index, pos_mask, neg_mode, clip, need)
-        if shift is None:
-            row = stats[slot]
-            top = torch.where(torch.isfinite(row), row, torch.full_like(row, float("-inf"))).amax()
-            ref = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        if callable(shift):
+            ref = shift(stats.detach()).to(stats.dtype)
+            shift = None  # a constant: no gradient
         else:
             ref = shift.to(stats.dtype)
         a = exp_terms.row_shift(ref, stats[slot])
@@ -161,13 +161,13 @@ def row_stats(scores: Tensor, layout, clip: Optional[float], need: int, backend:
               exp_slot: int = LSE):
     """The [6, n] row statistics of ``scores`` (autograd-aware) with the chosen fused backend.
 
-    With ``exp_shift`` (a number, a 0-d or [n] tensor, or None for the largest finite statistic):
+    With ``exp_shift`` (a number, a 0-d or [n] tensor, or a function of the detached statistics):
     (stats, E, a) where E_i = exp(stats[exp_slot, i] - a_i) carries its own gradient (see
     ``_StatsWithExp``) and a is the shift used."""
     tau = float("inf") if clip is None else float(clip)
     args = (layout.pos_index, layout.pos_mask, layout.neg_mode, tau, need)
     if exp_shift is not False:
-        if exp_shift is not None and not isinstance(exp_shift, Tensor):
+        if not callable(exp_shift) and not isinstance(exp_shift, Tensor):
             exp_shift = torch.tensor(float(exp_shift), dtype=stats_dtype(scores.dtype), device=scores.device)
         return _StatsWithExp.apply(scores, exp_shift, *args[:4], need, backend, exp_slot)
     if backend == "triton":
