@@ -414,9 +414,10 @@ def fd_smoothness(f_clean: torch.Tensor, f_perturbed: torch.Tensor, zeta, *, poo
     """R_c = (1/B) sum_b ||f_clean_b - f_perturbed_b||^2 / zeta_b^2 (zeta a scalar or one per sample);
     pool="global" first averages a [B, C, ...] state over its positions (dims >= 2)."""
     a, b = _upcast(f_clean), _upcast(f_perturbed)
+    d = a - b  # the difference first: pooling a and b apart would round away digits that cancel
     if pool == "global":
-        a, b = a.flatten(2).mean(2), b.flatten(2).mean(2)
-    d = (a - b).reshape(a.shape[0], -1)
+        d = d.flatten(2).mean(2)
+    d = d.reshape(a.shape[0], -1)
     s = (d * d).sum(1)
     z = _zeta_tensor(zeta, s)
     return (s / (z * z)).mean()

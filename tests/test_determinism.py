@@ -59,16 +59,18 @@ def test_critic_lse(name, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name,kw", [("infonce_separable", dict(normalize=True, symmetric=True, temperature=0.07)),
                                      ("nwj_separable", dict(temperature=2.0)), ("dv_separable", dict(normalize=True))])
-def test_separable(name, kw, dtype):
-    x, y = torch.randn(1100, 24, generator=G, dtype=dtype), torch.randn(1100, 24, generator=G, dtype=dtype)
+@pytest.mark.parametrize("n,d", [(1100, 24), (10, 60), (7, 42)])  # one block: its GEMMs must not go multi-threaded
+def test_separable(name, kw, dtype, n, d):
+    x, y = torch.randn(n, d, generator=G, dtype=dtype), torch.randn(n, d, generator=G, dtype=dtype)
     assert_reproducible(lambda a, b: getattr(F, name)(a, b, backend="cpu", **kw).loss, [x, y])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("estimator", ["unbiased", "biased"])
-def test_mmd_imq(estimator, dtype):
-    x = torch.randn(700, 12, generator=G, dtype=dtype)
-    y = torch.randn(530, 12, generator=G, dtype=dtype) * 1.3
+@pytest.mark.parametrize("n,m,K", [(700, 530, 12), (40, 30, 150)])
+def test_mmd_imq(estimator, dtype, n, m, K):
+    x = torch.randn(n, K, generator=G, dtype=dtype)
+    y = torch.randn(m, K, generator=G, dtype=dtype) * 1.3
     assert_reproducible(lambda a, b: F.mmd_imq(a, b, scales=[0.5, 1.0, 2.0], estimator=estimator, backend="cpu"), [x, y])
 
 
@@ -83,11 +85,12 @@ def test_softmax_stats(dtype):
 def test_fd_jacobian(dtype):
     x = torch.randn(96, 3000, generator=G, dtype=dtype)
 
-    def perturb(a):
-        torch.manual_seed(7)
-        return F.perturb_in_span(a, backend="cpu")[0]
+    for noise in ("bernoulli", "gaussian"):
+        def perturb(a):
+            torch.manual_seed(7)
+            return F.perturb_in_span(a, noise=noise, backend="cpu")[0]
 
-    assert_reproducible(perturb, [x])
+        assert_reproducible(perturb, [x])
     a, b = torch.randn(40, 8, 9, 9, generator=G, dtype=dtype), torch.randn(40, 8, 9, 9, generator=G, dtype=dtype)
     for pool in (None, "global"):
         assert_reproducible(lambda u, v: F.fd_smoothness(u, v, 0.1, pool=pool, backend="cpu"), [a, b])

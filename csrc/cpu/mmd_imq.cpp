@@ -25,6 +25,8 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "parallel_tasks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -256,18 +258,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run(const at::Tensor& x_in, const
     for (const auto& step : steps) {
       const size_t first = values.size();
       values.resize(first + step.size(), 0.0);
-      at::parallel_for(0, static_cast<int64_t>(step.size()), 1, [&](int64_t t0, int64_t t1) {
+      parallel_tasks(static_cast<int64_t>(step.size()), [&](int64_t t) {
         at::Tensor D = at::empty({kTile * kTile}, opt);  // aligned like every ATen buffer
         std::vector<T> rowsum(kTile), colsum(kTile);
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t i0 = step[t].I * kTile, j0 = step[t].J * kTile;
-          const int64_t ra = std::min(kTile, na - i0), rb = std::min(kTile, nb - j0);
-          const bool diag = self && i0 == j0;
-          const double coef_v = region == 2 ? 2 * c : (diag ? c : 2 * c);
-          values[first + t] = tile<T>(P, pa.zp() + i0 * K, pa.qp() + i0, ra, pb.zp() + j0 * K, pb.qp() + j0, rb, diag,
-                                      coef_v, 4 * c, D.data_ptr<T>(), rowsum.data(), colsum.data(),
-                                      ga ? ga + i0 * K : nullptr, (gb && !diag) ? gb + j0 * K : nullptr);
-        }
+        const int64_t i0 = step[t].I * kTile, j0 = step[t].J * kTile;
+        const int64_t ra = std::min(kTile, na - i0), rb = std::min(kTile, nb - j0);
+        const bool diag = self && i0 == j0;
+        const double coef_v = region == 2 ? 2 * c : (diag ? c : 2 * c);
+        values[first + t] = tile<T>(P, pa.zp() + i0 * K, pa.qp() + i0, ra, pb.zp() + j0 * K, pb.qp() + j0, rb, diag,
+                                    coef_v, 4 * c, D.data_ptr<T>(), rowsum.data(), colsum.data(),
+                                    ga ? ga + i0 * K : nullptr, (gb && !diag) ? gb + j0 * K : nullptr);
       });
     }
   }

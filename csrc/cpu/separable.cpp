@@ -18,7 +18,8 @@
 // runs the T block pairs (I, (I + s) mod T) in parallel: no two of them share a row block or a
 // column block, so every row statistic / dx row and every column statistic / dy row has a single
 // writer per step and is accumulated in the same order whatever the thread count. No atomics, no
-// per-thread copies of dy: the results are deterministic and independent of the number of threads.
+// per-thread copies of dy; the tile GEMMs run single-threaded inside the tasks (parallel_tasks.h):
+// the results are deterministic and independent of the number of threads.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "fast_exp.h"
+#include "parallel_tasks.h"
 
 namespace fastmi {
 namespace {
@@ -60,9 +62,7 @@ struct Schedule {
   template <typename F>
   void run(const F& f) const {
     for (int64_t step = 0; step < T; ++step) {
-      at::parallel_for(0, T, 1, [&](int64_t b, int64_t e) {
-        for (int64_t I = b; I < e; ++I) f(I, (I + step) % T);
-      });
+      parallel_tasks(T, [&](int64_t I) { f(I, (I + step) % T); });
     }
   }
 };
