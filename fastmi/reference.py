@@ -107,8 +107,12 @@ def _upcast(scores: torch.Tensor) -> torch.Tensor:
     return scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
 
 
-def _exp_m1(S):
-    return (S - 1).exp()
+def _exp_mean(S: torch.Tensor, mask: torch.Tensor, shift=0.0) -> torch.Tensor:
+    """mean over the pairs in mask of exp(S - shift), as sum exp(S - shift - log|mask|): no term is
+    larger than the mean, so neither the value nor an entry's gradient overflows before the mean does."""
+    log_n = torch.log(_count(mask, S.dtype).clamp_min(1))
+    S = torch.where(mask, S, torch.zeros_like(S))  # an inf/NaN outside the mask touches nothing
+    return torch.where(mask, torch.exp(S - shift - log_n), torch.zeros_like(S)).sum()
 
 
 def softplus(x: torch.Tensor) -> torch.Tensor:
@@ -154,7 +158,7 @@ def nwj(scores, *, positives=None, negatives=None, clip=None, reg_weight=0.0, re
     P, N = _masks(scores, positives, negatives, infonce=False, name="nwj")
     scores, skip = _skip_guard(scores, P, N)
     Sv = _clip(scores, clip)
-    I = _mean(Sv, P) - _mean(Sv, N, _exp_m1)
+    I = _mean(Sv, P) - _exp_mean(Sv, N, 1.0)
     return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, skip)
 
 
@@ -167,7 +171,7 @@ def tuba(scores, log_baseline=0.0, *, positives=None, negatives=None, clip=None,
     scores, skip = _skip_guard(scores, P, N)
     a = torch.as_tensor(log_baseline, device=scores.device).to(scores.dtype)
     shifted = _clip(scores, clip) - (a[:, None] if a.dim() == 1 else a)
-    I = 1 + _mean(shifted, P) - _mean(shifted, N, torch.exp)
+    I = 1 + _mean(shifted, P) - _exp_mean(shifted, N)
     return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, skip)
 
 
@@ -188,9 +192,9 @@ def js(scores, *, positives=None, negatives=None, value="nwj", reg_weight=0.0, r
     P, N = _masks(scores, positives, negatives, infonce=False, name="js")
     scores, skip = _skip_guard(scores, P, N)
     if value == "nwj":
-        I = _mean(scores, P) - _mean(scores, N, _exp_m1)
+        I = _mean(scores, P) - _exp_mean(scores, N, 1.0)
     else:
-        I = _mean(scores, P) + 1 - _mean(scores, N, torch.exp)
+        I = _mean(scores, P) + 1 - _exp_mean(scores, N)
     J = _js_surrogate(scores, P, N)
     return _finish(J, I, _mean(scores, N, softplus), reg_weight, reg_target, reg_norm, skip)
 
@@ -248,7 +252,7 @@ def mine(scores, running_lme, *, momentum=0.9, update=True, positives=None, nega
     # mean_N exp(S - ema) = exp(batch_lme - ema), entry by entry: each entry's gradient
     # exp(S_ij - ema) / |N| stays finite when another score is +inf (exp(inf) * 0 would be NaN)
     e = ema.to(scores.dtype)
-    surrogate = pos - _mean(scores, N, lambda S: torch.exp(S - e))
+    surrogate = pos - _exp_mean(scores, N, e)
     return _finish(surrogate, I, batch_lme, reg_weight, reg_target, reg_norm, skip)
 
 

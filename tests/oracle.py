@@ -175,10 +175,10 @@ def gaussian_kl(mu, std, sigma=1.0):
 
 
 def fd_smoothness(a, b, zeta, pool=None):
-    a, b = a.to(D), b.to(D)
+    d = a.to(D) - b.to(D)
     if pool == "global":
-        a, b = a.flatten(2).mean(2), b.flatten(2).mean(2)
-    s = (a - b).reshape(a.shape[0], -1).pow(2).sum(1)
+        d = d.flatten(2).mean(2)
+    s = d.reshape(d.shape[0], -1).pow(2).sum(1)
     z = torch.as_tensor(zeta, dtype=D)
     return (s / (z * z)).mean()
 
