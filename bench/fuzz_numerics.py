@@ -233,7 +233,7 @@ def case_mmd_imq(rng, backend):
                      scale=1.0, what="value")
     gscale = max(float(torch.cat([g.abs().reshape(-1) for g in wg]).max()), 1e-300)
     for a, b, what in zip(got[1:], wg, "xy"):
-        O.assert_matches(a, b, dtype, rtol=0, atol=(1e4 if dtype == torch.float32 else 1e3) * eps * cond, scale=gscale,
+        O.assert_matches(a, b, dtype, rtol=0, atol=1e4 * eps * cond, scale=gscale,
                          what=f"d{what}")
     _deterministic(run, backend)
     return "ok"
