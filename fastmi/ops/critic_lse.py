@@ -8,6 +8,11 @@ Every critic bound is an O(n) function of these (``fastmi._critic_bounds``), so 
 to carry ``dL/dstats`` (6 x n) back to the kernel, which recomputes dS tile by tile (FlashAttention
 style): nothing n x m is saved between forward and backward.
 
+A row whose LSE (CLSE) is +-inf gets nothing through that statistic at its finite entries (exp(S -
+lse) = 0 there, whatever its gradient). Exponential terms of the bounds, mean_N exp(S - a), reach the
+kernel through ``row_stats(..., exp_shift=a)`` instead of through exp(LSE) (``fastmi.ops.exp_terms``).
+fp16/bf16 scores are read by the kernels themselves (the CPU kernel one row at a time in fp32).
+
 Ops: ``fastmi::critic_lse`` / ``fastmi::critic_lse_backward`` (C++ schema in csrc/fastmi.cpp, CPU
 and CUDA kernels) and ``fastmi::critic_lse_triton`` / ``fastmi::critic_lse_triton_backward``
 (Triton, defined here). All have fake implementations and autograd, so torch.compile traces them.

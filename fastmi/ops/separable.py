@@ -16,12 +16,15 @@ Backward, with g = dL/drow_lse, h = dL/dcol_lse and q = dL/dpos:
             + q_i [j = p(i)]
     E = diag(a) dS diag(b):  dx = E y,  dy = E^T x,  da_i = sum_j dS_ij b_j x_i.y_j,  db_j = sum_i dS_ij a_i x_i.y_j
 
-S is recomputed tile by tile in the backward kernels (FlashAttention style), so the op saves only
-x, y, a, b and the O(n) statistics. The op is the only consumer of x and y (the positives are
-computed in it too), so their gradients are the kernels' outputs: no O(n d) temporaries.
+(a term whose statistic is +-inf adds nothing at finite entries). S is recomputed tile by tile in
+the backward kernels (FlashAttention style), so the op saves only x, y, a, b and the O(n)
+statistics. The backward returns fp32 gradients for fp16/bf16 inputs (fp64 for float64).
 
 Ops: ``fastmi::separable_lse(_backward)`` (C++ CPU kernel, csrc/cpu/separable.cpp) and
-``fastmi::separable_lse_triton(_backward)`` (Triton, kernels/separable.py; the GPU path).
+``fastmi::separable_lse_triton(_backward)`` (Triton, kernels/separable.py; the GPU path). The
+losses reach them through one autograd node, ``separable_stats``, which makes a and b from the
+temperature (and the norms), adds the cosine critic's norm branch to dx and dy in fp32, and routes
+an exponential term's gradient past exp(row_lse) (``fastmi.ops.exp_terms``).
 """
 from __future__ import annotations
 
