@@ -8,11 +8,9 @@ n x m fp32 copy (and its fp32 gradient) the CPU path used to make.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
-from bench.memory import _status
+from bench.memory import _status, in_child
 
 
 def _measure(name: str, dtype: str, n: int) -> int:
@@ -40,13 +38,7 @@ def _measure(name: str, dtype: str, n: int) -> int:
 
 def peak_extra_bytes(name: str, dtype: str, n: int) -> int | None:
     """Measured in a fresh child process; None where /proc is not available."""
-    if not os.path.exists("/proc/self/clear_refs"):
-        return None
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-m", "bench.critic_lse_half_memory", name, dtype, str(n)], env=env, cwd=root,
-                         capture_output=True, text=True, check=True)
-    return int(json.loads(out.stdout.strip().splitlines()[-1]))
+    return in_child("bench.critic_lse_half_memory", name, dtype, n)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,18 @@
 """Every CPU kernel gives bitwise-identical results for identical inputs, whatever the thread count
 (1 or 2) and however often it is called (issue 19, item 7: mmd_imq's backward differed by an ulp
 between calls with 2 threads). Shapes span several tiles / blocks / chunks of each kernel's schedule."""
-import contextlib
 
 import pytest
 import torch
 
 import fastmi
 import fastmi.functional as F
+from conftest import threads
 
 pytestmark = pytest.mark.skipif(not fastmi.info()["cpu"][0], reason="fastmi._C not available")
 REPEATS = 4
 
 
-@contextlib.contextmanager
-def threads(k):
-    old = torch.get_num_threads()
-    torch.set_num_threads(k)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _run(fn, inputs):

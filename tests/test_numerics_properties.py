@@ -7,7 +7,6 @@
 * fp16/bf16 cosine critics stay within the reference's own half-precision error;
 * results are bitwise identical over repeated calls and for 1 and 2 threads.
 """
-import contextlib
 import math
 
 import pytest
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 import fastmi
 import fastmi.functional as F
 import oracle as O
+from conftest import threads
 
 pytestmark = pytest.mark.skipif(not fastmi.info()["cpu"][0], reason="fastmi._C not available")
 BACKENDS = ["cpu", "reference"]
@@ -25,14 +25,6 @@ CRITICS = ["infonce", "dv", "nwj", "tuba", "js", "smile", "mine"]
 TOL = {torch.float32: (5e-5, 2e-6), torch.float64: (1e-10, 1e-12)}
 
 
-@contextlib.contextmanager
-def threads(k):
-    old = torch.get_num_threads()
-    torch.set_num_threads(k)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @st.composite
