@@ -1,11 +1,11 @@
 """The separable critic S = x y^T / temperature (or the cosine critic) as fused statistics.
 
-The per-row scales a_i = 1 / (temperature |x_i|) and b_j = 1 / |y_j| (norms only for the cosine
-critic) stay in autograd (a learnable temperature gets its gradient through a). Everything that
-touches x y^T, log sum_j exp S_ij per row (and per column for the symmetric loss) and the positive
-scores S_ip(i), comes from the fused op
-``fastmi.ops.separable``, and the bounds are assembled by the critic_lse family's formulas
-(``fastmi._critic_bounds``) from those statistics.
+Everything that touches x y^T, log sum_j exp S_ij per row (and per column for the symmetric loss)
+and the positive scores S_ip(i), with the per-row scales 1 / (temperature |x_i|) and 1 / |y_j|
+(norms only for the cosine critic), comes from one autograd node of the fused op
+(``fastmi.ops.separable.separable_stats``; a learnable temperature gets its gradient there), and the
+bounds are assembled by the critic_lse family's formulas (``fastmi._critic_bounds``) from those
+statistics.
 """
 from __future__ import annotations
 
@@ -48,33 +48,6 @@ def check_temperature(temperature, x: torch.Tensor, name: str):
     return temperature.reshape(())
 
 
-def _inverse_norms(x: torch.Tensor, arg: str, name: str) -> torch.Tensor:
-    """1 / |x_i| per row, in fp32 (fp64 for float64), differentiable; zero rows are an error."""
-    norm = torch.linalg.vector_norm(x.to(op.stats_dtype(x.dtype)), dim=1)
-    if not torch.compiler.is_compiling() and x.device.type != "meta":
-        zero = (norm == 0).nonzero()  # one host sync, eager mode only
-        if zero.numel():
-            raise ValueError(f"{name}: normalize=True but {arg} has {zero.numel()} zero-norm row(s) "
-                             f"(first: row {int(zero[0])}); the cosine critic is undefined there")
-    return 1.0 / norm
-
-
-def scales(x, y, temperature, normalize: bool, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(a, b) with S_ij = a_i b_j (x_i . y_j): a = 1 / (temperature |x_i|), b = 1 / |y_j| (norms only
-    when normalize). Kept apart from x and y so half inputs are never rounded by the scaling."""
-    dt = op.stats_dtype(x.dtype)
-    if normalize:
-        a, b = _inverse_norms(x, "x", name), _inverse_norms(y, "y", name)
-    else:
-        a = torch.ones(x.shape[0], dtype=dt, device=x.device)
-        b = torch.ones(y.shape[0], dtype=dt, device=y.device)
-    if isinstance(temperature, torch.Tensor):
-        a = a / temperature.to(dt)
-    elif temperature != 1.0:
-        a = a * (1.0 / temperature)
-    return a, b
-
-
 def layout_of(x, y, positives, negatives, *, infonce: bool, name: str) -> _scores.Layout:
     if isinstance(positives, torch.Tensor) and positives.dtype == torch.bool:
         raise TypeError(f"{name}: positives must be None (the diagonal) or a column index per row; a boolean "
@@ -91,11 +64,18 @@ def _exclusion(layout: _scores.Layout) -> int:
     return op.EXCLUDE_POSITIVE
 
 
-def row_stats(x, y, a, b, layout, backend: str, *, symmetric: bool = False):
-    """RowStats of S = diag(a) x y^T diag(b) (and of S^T when symmetric) for the critic_lse bound formulas."""
+def row_stats(x, y, temperature, normalize: bool, layout, backend: str, *, symmetric: bool = False, exp_shift=None):
+    """RowStats of S = x y^T / temperature (cosine critic with normalize), and of S^T when symmetric,
+    for the critic_lse bound formulas. ``exp_shift``: the shift a of an exponential term
+    mean_N exp(S - a) of the bound (NWJ: 1), see RowStats.exp_mean."""
     index = layout.pos_index if layout.kind == "index" else None
-    row_lse, col_lse, pos = op.lse_stats(x, y, a, b, index, _exclusion(layout), symmetric, backend)
-    rows = _critic_bounds.RowStats.from_stats(_stats(row_lse, pos), layout)
+    dt = op.stats_dtype(x.dtype)
+    inv_t = 1.0 / temperature.to(dt) if isinstance(temperature, torch.Tensor) else 1.0 / temperature
+    shift = None if exp_shift is None else _critic_bounds.mean_shift(exp_shift, layout, dt, x.device)
+    row_lse, col_lse, pos, exp_rows = op.separable_stats(x, y, inv_t, normalize, index, _exclusion(layout), symmetric,
+                                                         backend, shift)
+    rows = _critic_bounds.RowStats.from_stats(_stats(row_lse, pos), layout,
+                                              None if exp_shift is None else exp_rows)
     if not symmetric:
         return rows, None
     return rows, _critic_bounds.RowStats.from_stats(_stats(col_lse, pos), layout)

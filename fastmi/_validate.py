@@ -56,7 +56,8 @@ def regularization(reg_weight, reg_target, reg_norm, name: str) -> tuple[float, 
 
 def flag(value, arg: str, name: str) -> bool:
     """A True/False option (numpy's bool too); anything else is a TypeError, not a truthy guess."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    kind = type(value)
+    if isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool")):
         return bool(value)
     raise TypeError(f"{name}: {arg} must be True or False, got {value!r}")
 
@@ -75,3 +76,15 @@ def finite(x: torch.Tensor, arg: str, name: str) -> None:
         return
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: {arg} contains NaN or Inf")
+
+
+def nonzero_rows(x: torch.Tensor, arg: str, name: str) -> None:
+    """ValueError if a row of x has norm 0 (in fp32, fp64 for float64): the cosine critic divides by
+    it. One host sync, eager mode only."""
+    if torch.compiler.is_compiling() or x.device.type == "meta":
+        return
+    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    zero = (torch.linalg.vector_norm(x.detach().to(dt), dim=1) == 0).nonzero()
+    if zero.numel():
+        raise ValueError(f"{name}: normalize=True but {arg} has {zero.numel()} zero-norm row(s) "
+                         f"(first: row {int(zero[0])}); the cosine critic is undefined there")

@@ -130,7 +130,8 @@ def mine(scores=None, running_lme=None, *, joint=None, marginal=None, momentum=0
     if b == "reference":
         return reference.mine(scores, running_lme, momentum=m, update=bool(update), positives=positives,
                               negatives=negatives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
-    rs = _critic_bounds.RowStats(scores, layout, None, _critic_bounds.need_for("mine", clip=None), b)
+    rs = _critic_bounds.RowStats(scores, layout, None, _critic_bounds.need_for("mine", clip=None), b,
+                                 exp_shift=_critic_bounds.mine_shift(layout, running_lme, m))
     return _critic_bounds.mine(rs, running_lme, m, bool(update), reg)
 
 
@@ -150,7 +151,8 @@ def nwj(scores=None, *, joint=None, marginal=None, positives=None, negatives=Non
         return reference.nwj(scores, positives=positives, negatives=negatives, clip=tau, reg_weight=reg[0],
                              reg_target=reg[1], reg_norm=reg[2])
     need = _critic_bounds.need_for("nwj", clip=tau, reg=bool(reg[0]))
-    return _critic_bounds.nwj(_critic_bounds.RowStats(scores, layout, tau, need, b), tau is not None, reg)
+    rs = _critic_bounds.RowStats(scores, layout, tau, need, b, exp_shift=1.0)
+    return _critic_bounds.nwj(rs, tau is not None, reg)
 
 
 def _log_baseline(log_baseline, scores, name):
@@ -189,25 +191,34 @@ def tuba(scores=None, log_baseline=0.0, *, joint=None, marginal=None, positives=
         return reference.tuba(scores, a, positives=positives, negatives=negatives, clip=tau, reg_weight=reg[0],
                               reg_target=reg[1], reg_norm=reg[2])
     need = _critic_bounds.need_for("tuba", clip=tau, reg=bool(reg[0]))
-    return _critic_bounds.tuba(_critic_bounds.RowStats(scores, layout, tau, need, b), a, tau is not None, reg)
+    rs = _critic_bounds.RowStats(scores, layout, tau, need, b, exp_shift=a)
+    return _critic_bounds.tuba(rs, a, tau is not None, reg)
 
 
-def js(scores=None, *, joint=None, marginal=None, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0,
-       reg_norm="l2", backend="auto") -> MIResult:
-    """Jensen-Shannon (f-GAN) training with the NWJ value reported (Poole et al.):
+def js(scores=None, *, joint=None, marginal=None, positives=None, negatives=None, value="nwj", reg_weight=0.0,
+       reg_target=0.0, reg_norm="l2", backend="auto") -> MIResult:
+    """Jensen-Shannon (f-GAN) training with an NWJ value reported:
 
-        J = mean_P(-softplus(-S)) - mean_N softplus(S),  I_NWJ = mean_P S - mean_N exp(S - 1)
-        loss = -(J + sg(I_NWJ - J)):  the value of -I_NWJ, the gradient of -J
+        J = mean_P(-softplus(-S)) - mean_N softplus(S)
+        loss = -(J + sg(I - J)):  the value of -I, the gradient of -J
 
+        value="nwj" (default; the papers' code, Choi & Lee):   I = NWJ(S)     = mean_P S - mean_N exp(S - 1)
+        value="nwj_shifted" (Poole et al., torch-mist):        I = NWJ(S + 1) = mean_P S + 1 - mean_N exp(S)
+
+    The JS-optimal critic is S* = log p(x, y) / (p(x) p(y)), where mean_N exp(S*) = 1: NWJ(S* + 1) is
+    then the true MI and NWJ(S*) is lower by exactly 1/e (NWJ's own optimal critic is 1 + S*).
     ReJS: + reg_weight * (mean_N softplus(S) - reg_target)^2 (the benchmarks use reg_target=1).
     """
     reg = _validate.regularization(reg_weight, reg_target, reg_norm, "js")
+    if value not in reference.JS_VALUES:
+        raise ValueError(f"js: value must be 'nwj' (NWJ of the scores, the papers' code) or 'nwj_shifted' "
+                         f"(NWJ of the scores + 1, Poole et al.), got {value!r}")
     scores, positives, negatives, layout, b = _prepare("js", scores, joint, marginal, positives, negatives, backend)
     if b == "reference":
-        return reference.js(scores, positives=positives, negatives=negatives, reg_weight=reg[0], reg_target=reg[1],
-                            reg_norm=reg[2])
+        return reference.js(scores, positives=positives, negatives=negatives, value=value, reg_weight=reg[0],
+                            reg_target=reg[1], reg_norm=reg[2])
     need = _critic_bounds.need_for("js", clip=None)
-    return _critic_bounds.js(_critic_bounds.RowStats(scores, layout, None, need, b), reg)
+    return _critic_bounds.js(_critic_bounds.RowStats(scores, layout, None, need, b), reg, value)
 
 
 def smile(scores=None, *, joint=None, marginal=None, clip=5.0, clip_positives=False, positives=None, negatives=None,
@@ -239,6 +250,9 @@ def _prepare_separable(name, x, y, temperature, normalize, positives, negatives,
     x, y = _separable.check_pair(x, y, name)
     t = _separable.check_temperature(temperature, x, name)
     layout = _separable.layout_of(x, y, positives, negatives, infonce=infonce, name=name)
+    if normalize:
+        _validate.nonzero_rows(x, "x", name)
+        _validate.nonzero_rows(y, "y", name)
     b = _backend.select(backend, x, name, kernels=_SEPARABLE_KERNELS, ext_op="separable_lse")
     return x, y, t, layout, b
 
@@ -256,6 +270,8 @@ def infonce_separable(x, y, *, temperature=1.0, normalize=False, symmetric=False
     view; diagonal positives). ``temperature``: a number or a learnable 1-element tensor.
     """
     reg = _validate.regularization(reg_weight, reg_target, reg_norm, "infonce_separable")
+    normalize = _validate.flag(normalize, "normalize", "infonce_separable")
+    symmetric = _validate.flag(symmetric, "symmetric", "infonce_separable")
     if symmetric and positives is not None:
         raise ValueError("infonce_separable: symmetric=True needs diagonal positives (positives=None)")
     x, y, t, layout, b = _prepare_separable("infonce_separable", x, y, temperature, normalize, positives, negatives,
@@ -264,8 +280,7 @@ def infonce_separable(x, y, *, temperature=1.0, normalize=False, symmetric=False
         return reference.infonce_separable(x, y, temperature=t, normalize=normalize, symmetric=symmetric,
                                            positives=positives, negatives=negatives, reg_weight=reg[0],
                                            reg_target=reg[1], reg_norm=reg[2])
-    sx, sy = _separable.scales(x, y, t, normalize, "infonce_separable")
-    rows, cols = _separable.row_stats(x, y, sx, sy, layout, b, symmetric=bool(symmetric))
+    rows, cols = _separable.row_stats(x, y, t, normalize, layout, b, symmetric=symmetric)
     out = _critic_bounds.infonce(rows, reg)
     return out if cols is None else _separable.average(out, _critic_bounds.infonce(cols, reg))
 
@@ -298,12 +313,12 @@ def _dv_or_nwj_separable(name, bound, x, y, temperature, normalize, positives, n
                          reg_norm, backend) -> MIResult:
     """The shared body of dv_separable / nwj_separable: both are functions of the row statistics."""
     reg = _validate.regularization(reg_weight, reg_target, reg_norm, name)
+    normalize = _validate.flag(normalize, "normalize", name)
     x, y, t, layout, b = _prepare_separable(name, x, y, temperature, normalize, positives, negatives, reg, backend)
     if b == "reference":
         return getattr(reference, name)(x, y, temperature=t, normalize=normalize, positives=positives,
                                         negatives=negatives, reg_weight=reg[0], reg_target=reg[1], reg_norm=reg[2])
-    sx, sy = _separable.scales(x, y, t, normalize, name)
-    rows, _ = _separable.row_stats(x, y, sx, sy, layout, b)
+    rows, _ = _separable.row_stats(x, y, t, normalize, layout, b, exp_shift=1.0 if bound is _critic_bounds.nwj else None)
     return bound(rows, False, reg)
 
 
@@ -312,13 +327,15 @@ def _dv_or_nwj_separable(name, bound, x, y, temperature, normalize, positives, n
 _FD_KERNELS = ("triton", "cpu")  # Triton is the GPU path of this family (no CUDA C++ kernel)
 
 
-def _zeta_arg(zeta, B: int, device, name: str):
-    """zeta as given by the user: a nonzero finite number, or a tensor of shape [], [1] or [B]."""
+def _zeta_arg(zeta, B: int, device, name: str, dtype: torch.dtype):
+    """zeta as given by the user: a nonzero finite number (kept in ``dtype``, the accumulation type of
+    the features: float64 features get a float64 zeta, not one rounded to float32), or a tensor of
+    shape [], [1] or [B]."""
     if isinstance(zeta, (int, float)) and not isinstance(zeta, bool):
         z = _validate.number(zeta, "zeta", name)
         if z == 0 or math.isinf(z):
             raise ValueError(f"{name}: zeta must be finite and nonzero (the penalty divides by zeta^2), got {z}")
-        return torch.tensor(z, dtype=torch.float32, device=device)
+        return torch.tensor(z, dtype=dtype, device=device)
     z = _validate.tensor(zeta, "zeta", name)
     _validate.same_device(name, x=torch.empty(0, device=device), zeta=z)
     if z.dim() > 1 or (z.dim() == 1 and z.shape[0] not in (1, B)):
@@ -327,6 +344,26 @@ def _zeta_arg(zeta, B: int, device, name: str):
         if not bool(torch.isfinite(z).all()) or bool((z == 0).any()):
             raise ValueError(f"{name}: zeta must be finite and nonzero (the penalty divides by zeta^2)")
     return z
+
+
+_GENERATOR_UNDER_COMPILE = (
+    "{name}: generator= cannot be traced by torch.compile (a torch.Generator is not a graph input). "
+    "Inside a compiled function leave generator=None: the draws then come from torch's default "
+    "generator, so torch.manual_seed(s) before the call makes them reproducible (compiled code draws "
+    "other values than eager code for the same seed). Or draw outside the compiled function: {alt}")
+_GENERATOR_ALTERNATIVE = {
+    "perturb_in_span": "zeta=sigma * torch.randn((), generator=g) keeps zeta reproducible",
+    "mmd_imq_prior": "p = sigma * torch.randn(n, K, generator=g), then F.mmd_imq(z, p) inside",
+}
+
+
+def _check_generator(generator, name: str) -> None:
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if torch.compiler.is_compiling():
+        raise RuntimeError(_GENERATOR_UNDER_COMPILE.format(name=name, alt=_GENERATOR_ALTERNATIVE[name]))
 
 
 def perturb_in_span(x, *, zeta=None, zeta_std=0.1, noise="bernoulli", center=True, per_sample_zeta=False,
@@ -350,6 +387,9 @@ def perturb_in_span(x, *, zeta=None, zeta_std=0.1, noise="bernoulli", center=Tru
     backends make the c_ij from that seed with a counter-based Philox stream (no B x B matrix), the
     same stream on the C++ and Triton backends. The reference backend draws the B x B matrix with
     torch's generator: its x_tilde has the same distribution (and the same zeta), not the same values.
+    Under torch.compile(fullgraph=True) ``generator`` must be None (a torch.Generator cannot be traced;
+    a RuntimeError says so): seed torch's default generator with torch.manual_seed instead, which
+    makes the compiled draws reproducible (though not equal to eager ones), or pass ``zeta``.
     """
     name = "perturb_in_span"
     x = _validate.tensor(x, "x", name)
@@ -360,16 +400,15 @@ def perturb_in_span(x, *, zeta=None, zeta_std=0.1, noise="bernoulli", center=Tru
         raise ValueError(f"{name}: x needs B >= 2 samples (the perturbation lies in the span of the batch), got B={B}")
     if noise not in _fd_ops.NOISE:
         raise ValueError(f"{name}: noise must be 'bernoulli' (the authors' code) or 'gaussian' (the paper), got {noise!r}")
-    if not isinstance(center, bool) or not isinstance(per_sample_zeta, bool):
-        raise TypeError(f"{name}: center and per_sample_zeta must be bool")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"{name}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    center = _validate.flag(center, "center", name)
+    per_sample_zeta = _validate.flag(per_sample_zeta, "per_sample_zeta", name)
+    _check_generator(generator, name)
     if zeta is None:
         std = _validate.number(zeta_std, "zeta_std", name, low=0.0, strict=True)
         if math.isinf(std):
             raise ValueError(f"{name}: zeta_std must be finite")
     else:
-        zeta = _zeta_arg(zeta, B, x.device, name)
+        zeta = _zeta_arg(zeta, B, x.device, name, _fd_ops.acc_dtype(x.dtype))
     b = _backend.select(backend, x, name, kernels=_FD_KERNELS, ext_op="fd_perturb")
     if b == "reference":
         return reference.perturb_in_span(x, zeta=zeta, zeta_std=zeta_std, noise=noise, center=center,
@@ -410,7 +449,7 @@ def fd_smoothness(f_clean, f_perturbed, zeta, *, pool=None, backend="auto"):
         raise ValueError(f"{name}: pool must be None or 'global', got {pool!r}")
     if pool == "global" and a.dim() < 3:
         raise ValueError(f"{name}: pool='global' needs a B x C x H x W (or B x C x ...) state, got shape {tuple(a.shape)}")
-    z = _zeta_arg(zeta, a.shape[0], a.device, name)
+    z = _zeta_arg(zeta, a.shape[0], a.device, name, _fd_ops.acc_dtype(a.dtype))
     b = _backend.select(backend, a, name, kernels=_FD_KERNELS, ext_op="fd_sqdiff")
     if b == "reference":
         return reference.fd_smoothness(a, p, z, pool=pool)
@@ -506,7 +545,10 @@ def mmd_imq_prior(z, *, sigma=1.0, n_prior=None, scale=None, scales=None, estima
 
         MMD^2(z, p) with k(a, b) = C / (C + ||a - b||^2), C = scale (default K, independent of sigma)
 
-    ``generator`` (a torch.Generator on z's device) makes the draw reproducible.
+    ``generator`` (a torch.Generator on z's device) makes the draw reproducible in eager mode. It
+    cannot be traced by torch.compile(fullgraph=True): there, leave it None and seed torch's default
+    generator (torch.manual_seed), or draw p outside the compiled function with the generator and call
+    ``mmd_imq(z, p)`` inside (a RuntimeError says so).
     """
     name = "mmd_imq_prior"
     z = _validate.tensor(z, "z", name, ndim=2)
@@ -517,6 +559,7 @@ def mmd_imq_prior(z, *, sigma=1.0, n_prior=None, scale=None, scales=None, estima
         n_prior = z.shape[0]
     if isinstance(n_prior, bool) or not isinstance(n_prior, int) or n_prior < 1:
         raise ValueError(f"{name}: n_prior must be a positive int, got {n_prior!r}")
+    _check_generator(generator, name)
     dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
     p = torch.randn(n_prior, z.shape[1], generator=generator, device=z.device, dtype=dtype) * s
     return mmd_imq(z if z.dtype == dtype else z.float(), p, scale=scale, scales=scales, estimator=estimator,
@@ -528,7 +571,8 @@ def gaussian_kl(mu, std, *, sigma=1.0) -> torch.Tensor:
 
         KL(N(mu, diag std^2) || N(0, sigma^2 I)) = 1/2 sum_d [ (std^2 + mu^2) / sigma^2 - 1 - log(std^2 / sigma^2) ]
 
-    mu and std have the same shape (B x K, or B x ...); std must be > 0. Elementwise, so plain
+    mu and std have the same shape (B x K, or B x ...: summed over all but the first dimension; a 1-D
+    input is B one-dimensional codes); std must be > 0. Elementwise, so plain
     PyTorch (``reference.gaussian_kl``) on every backend; fp16/bf16 are computed in fp32.
     """
     name = "gaussian_kl"

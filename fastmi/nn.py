@@ -39,6 +39,8 @@ class _CriticLoss(nn.Module):
             _validate.clip(o["clip"], name)
         if "clip_positives" in o:
             _validate.flag(o["clip_positives"], "clip_positives", name)
+        if "value" in o and o["value"] not in ("nwj", "nwj_shifted"):
+            raise ValueError(f"{name}: value must be 'nwj' or 'nwj_shifted', got {o['value']!r}")
 
     def forward(self, scores=None, positives=None, **vector_form):
         return type(self)._fn(scores, positives=positives, **vector_form, **self.options)
@@ -75,9 +77,12 @@ class NWJ(_CriticLoss):
 
 
 class JS(_CriticLoss):
-    """``F.js``: JS training, NWJ value; ReJS with reg_weight > 0."""
+    """``F.js``: JS training, NWJ value (value="nwj", or "nwj_shifted": NWJ on S + 1); ReJS with reg_weight > 0."""
 
     _fn = staticmethod(F.js)
+
+    def __init__(self, *, value="nwj", **kw):
+        super().__init__(value=value, **kw)
 
 
 class SMILE(_CriticLoss):
@@ -135,9 +140,15 @@ class _SeparableLoss(nn.Module):
     def __init__(self, *, temperature=1.0, learn_temperature=False, normalize=False, negatives=None, reg_weight=0.0,
                  reg_target=0.0, reg_norm="l2", backend="auto", **options):
         super().__init__()
+        name = type(self).__name__
         t = float(temperature)
         if not (t > 0 and math.isfinite(t)):
-            raise ValueError(f"{type(self).__name__}: temperature must be positive and finite, got {temperature}")
+            raise ValueError(f"{name}: temperature must be positive and finite, got {temperature}")
+        learn_temperature = _validate.flag(learn_temperature, "learn_temperature", name)
+        normalize = _validate.flag(normalize, "normalize", name)
+        for key in ("symmetric",):
+            if key in options:
+                options[key] = _validate.flag(options[key], key, name)
         if learn_temperature:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(t)))
         else:
@@ -190,6 +201,8 @@ class JacobianSmoothness(nn.Module):
     def __init__(self, *, zeta_std=0.1, noise="bernoulli", center=True, per_sample_zeta=False, pool=None,
                  backend="auto"):
         super().__init__()
+        center = _validate.flag(center, "center", "JacobianSmoothness")
+        per_sample_zeta = _validate.flag(per_sample_zeta, "per_sample_zeta", "JacobianSmoothness")
         self.options = dict(zeta_std=zeta_std, noise=noise, center=center, per_sample_zeta=per_sample_zeta,
                             pool=pool, backend=backend)
 

@@ -19,15 +19,28 @@ from typing import Optional
 import torch
 import torch.nn.functional as TF
 
-from . import _scores
+from . import _scores, _validate
 from ._result import MIResult, NBMIMResult
 
 
+class _GradientOnly(torch.autograd.Function):
+    """0 in value, the identity in gradient: ``sg(v) + _GradientOnly.apply(g)`` has v's value exactly
+    and g's gradient, also where v or g is infinite (g + sg(v - g) is inf - inf = NaN there)."""
+
+    @staticmethod
+    def forward(ctx, g):
+        return torch.zeros_like(g)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
 def straight_through(grad_value: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """A tensor with the value of ``value`` and the gradient of ``grad_value``: g + sg(v - g); an
-    infinite value is returned as it is (g + sg(v - g) would be NaN when g is infinite too)."""
-    mixed = grad_value + (value - grad_value).detach()
-    return torch.where(torch.isinf(value), value, mixed)
+    """A tensor with the value of ``value`` and the gradient of ``grad_value`` (g + sg(v - g) in the
+    papers' code), exactly: an overflowed value (inf) keeps the surrogate's gradient, as it would
+    have in exact arithmetic, instead of switching to the value's own gradient."""
+    return value.detach() + _GradientOnly.apply(grad_value)
 
 
 def regularizer(stat: torch.Tensor, weight: float, target: float, norm: str = "l2") -> torch.Tensor:
@@ -94,8 +107,18 @@ def _upcast(scores: torch.Tensor) -> torch.Tensor:
     return scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
 
 
-def _exp_m1(S):
-    return (S - 1).exp()
+def _exp_mean(S: torch.Tensor, mask: torch.Tensor, shift=0.0) -> torch.Tensor:
+    """mean over the pairs in mask of exp(S - shift), as sum exp(S - shift - log|mask|): no term is
+    larger than the mean, so neither the value nor an entry's gradient overflows before the mean does."""
+    log_n = torch.log(_count(mask, S.dtype).clamp_min(1))
+    S = torch.where(mask, S, torch.zeros_like(S))  # an inf/NaN outside the mask touches nothing
+    return torch.where(mask, torch.exp(S - shift - log_n), torch.zeros_like(S)).sum()
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^x) = logaddexp(x, 0): accurate for every x, with the exact gradient sigmoid(x)
+    (torch.nn.functional.softplus returns x above its threshold 20, whose gradient 1 is off by e^-20)."""
+    return torch.logaddexp(x, torch.zeros_like(x))
 
 
 def infonce(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
@@ -107,7 +130,10 @@ def infonce(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_targe
     has_neg = N.any(1, keepdim=True)
     P = P & has_neg  # an anchor with no negatives is skipped, like one with no positives
     scores, skip = _skip_guard(scores, P, N)
-    filled = torch.where(has_neg, scores.masked_fill(~N, -math.inf), torch.zeros_like(scores))
+    # rows that are not anchors are left out of the log-sum-exp altogether: a +inf there would send
+    # 0 * exp(inf - inf) = NaN into the row's gradient through logsumexp's backward
+    anchor = P.any(1, keepdim=True)
+    filled = torch.where(anchor, scores.masked_fill(~N, -math.inf), torch.zeros_like(scores))
     row_lme = torch.logsumexp(filled, 1) - N.sum(1).clamp_min(1).to(scores.dtype).log()
     I = _mean(scores - row_lme[:, None], P)
     counts = P.sum(1).to(scores.dtype)
@@ -132,7 +158,7 @@ def nwj(scores, *, positives=None, negatives=None, clip=None, reg_weight=0.0, re
     P, N = _masks(scores, positives, negatives, infonce=False, name="nwj")
     scores, skip = _skip_guard(scores, P, N)
     Sv = _clip(scores, clip)
-    I = _mean(Sv, P) - _mean(Sv, N, _exp_m1)
+    I = _mean(Sv, P) - _exp_mean(Sv, N, 1.0)
     return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, skip)
 
 
@@ -145,29 +171,39 @@ def tuba(scores, log_baseline=0.0, *, positives=None, negatives=None, clip=None,
     scores, skip = _skip_guard(scores, P, N)
     a = torch.as_tensor(log_baseline, device=scores.device).to(scores.dtype)
     shifted = _clip(scores, clip) - (a[:, None] if a.dim() == 1 else a)
-    I = 1 + _mean(shifted, P) - _mean(shifted, N, torch.exp)
+    I = 1 + _mean(shifted, P) - _exp_mean(shifted, N)
     return _finish(I, I, _lme(scores, N), reg_weight, reg_target, reg_norm, skip)
 
 
 def _js_surrogate(scores, P, N):
-    return -_mean(-scores, P, TF.softplus) - _mean(scores, N, TF.softplus)
+    return -_mean(-scores, P, softplus) - _mean(scores, N, softplus)
 
 
-def js(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
+JS_VALUES = ("nwj", "nwj_shifted")
+
+
+def js(scores, *, positives=None, negatives=None, value="nwj", reg_weight=0.0, reg_target=0.0,
+       reg_norm="l2") -> MIResult:
     """f-GAN Jensen-Shannon: trained on J = mean_P(-softplus(-S)) - mean_N softplus(S); reports the
-    NWJ value of the same scores. Statistic: mean_N softplus(S) (ReJS)."""
+    NWJ value of the same scores, I = mean_P S - mean_N e^(S - 1) (value="nwj", the papers' code), or
+    of S + 1, I = mean_P S + 1 - mean_N e^S (value="nwj_shifted", Poole et al.; exact at the
+    JS-optimal critic, where the first is lower by 1/e). Statistic: mean_N softplus(S) (ReJS)."""
     scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="js")
     scores, skip = _skip_guard(scores, P, N)
-    I = _mean(scores, P) - _mean(scores, N, _exp_m1)
+    if value == "nwj":
+        I = _mean(scores, P) - _exp_mean(scores, N, 1.0)
+    else:
+        I = _mean(scores, P) + 1 - _exp_mean(scores, N)
     J = _js_surrogate(scores, P, N)
-    return _finish(J, I, _mean(scores, N, TF.softplus), reg_weight, reg_target, reg_norm, skip)
+    return _finish(J, I, _mean(scores, N, softplus), reg_weight, reg_target, reg_norm, skip)
 
 
 def smile(scores, *, positives=None, negatives=None, clip=5.0, clip_positives=False, reg_weight=0.0, reg_target=0.0,
           reg_norm="l2") -> MIResult:
     """SMILE(tau): value mean_P S - LME_N(clip(S)) (positives clipped too with clip_positives=True);
     gradient from JS. clip=None gives the DV value with the JS gradient. Statistic: LME_N(S), unclipped."""
+    clip_positives = _validate.flag(clip_positives, "clip_positives", "smile")
     scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="smile")
     scores, skip = _skip_guard(scores, P, N)
@@ -200,6 +236,7 @@ def mine(scores, running_lme, *, momentum=0.9, update=True, positives=None, nega
     """MINE: the DV value; the gradient replaces the batch partition function E_N[e^S] by its moving
     average (Belghazi et al.): surrogate = mean_P S - E_N[e^S] / sg(ema). ``running_lme`` (log of the
     moving average, a 0-d tensor, NaN when empty) is updated in place, like F.batch_norm's running stats."""
+    update = _validate.flag(update, "update", "mine")
     scores = _upcast(scores)
     P, N = _masks(scores, positives, negatives, infonce=False, name="mine")
     scores, skip = _skip_guard(scores, P, N)
@@ -212,7 +249,10 @@ def mine(scores, running_lme, *, momentum=0.9, update=True, positives=None, nega
         ema = mine_surrogate_ema(ema, batch_lme)
     pos = _mean(scores, P)
     I = pos - batch_lme
-    surrogate = pos - torch.exp(batch_lme - ema.to(scores.dtype))
+    # mean_N exp(S - ema) = exp(batch_lme - ema), entry by entry: each entry's gradient
+    # exp(S_ij - ema) / |N| stays finite when another score is +inf (exp(inf) * 0 would be NaN)
+    e = ema.to(scores.dtype)
+    surrogate = pos - _exp_mean(scores, N, e)
     return _finish(surrogate, I, batch_lme, reg_weight, reg_target, reg_norm, skip)
 
 
@@ -221,7 +261,9 @@ def separable_scores(x, y, *, temperature=1.0, normalize=False) -> torch.Tensor:
     """S = x y^T / temperature, or the cosine critic S_ij = <x_i, y_j> / (|x_i| |y_j| temperature)
     with normalize=True. Built densely (n x m): this is the oracle the fused family avoids."""
     x, y = _upcast(x), _upcast(y)
-    if normalize:
+    if _validate.flag(normalize, "normalize", "separable_scores"):
+        _validate.nonzero_rows(x, "x", "separable_scores")
+        _validate.nonzero_rows(y, "y", "separable_scores")
         x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
         y = y / torch.linalg.vector_norm(y, dim=1, keepdim=True)
     return (x @ y.T) / temperature
@@ -231,7 +273,7 @@ def infonce_separable(x, y, *, temperature=1.0, normalize=False, symmetric=False
                       reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> MIResult:
     """InfoNCE of S = separable_scores(x, y); symmetric=True averages the x->y bound (rows of S) and
     the y->x bound (rows of S^T) — the CLIP / SimCLR form — for losses and estimates alike."""
-    if symmetric and positives is not None:
+    if _validate.flag(symmetric, "symmetric", "infonce_separable") and positives is not None:
         raise ValueError("infonce_separable: symmetric=True needs diagonal positives (positives=None)")
     S = separable_scores(x, y, temperature=temperature, normalize=normalize)
     kw = dict(positives=positives, negatives=negatives, reg_weight=reg_weight, reg_target=reg_target,
@@ -327,7 +369,7 @@ def span_directions(x: torch.Tensor, coefficients: torch.Tensor, center: bool = 
     left unperturbed). Computed in fp32 (fp64 for float64 x)."""
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(acc)
-    if center:
+    if _validate.flag(center, "center", "span_directions"):
         y = xf - xf[:1]
         xc = y - y.to(torch.float64).mean(0).to(acc)
     else:
@@ -352,6 +394,8 @@ def perturb_in_span(x: torch.Tensor, *, zeta=None, zeta_std: float = 0.1, noise:
     zeta = zeta_std * N(0,1), one per batch (per sample with per_sample_zeta) unless given.
     Returns (x_tilde, zeta) with zeta of shape [] or [B] (float32)."""
     B = x.shape[0]
+    center = _validate.flag(center, "center", "perturb_in_span")
+    per_sample_zeta = _validate.flag(per_sample_zeta, "per_sample_zeta", "perturb_in_span")
     with torch.no_grad():
         if zeta is None:
             acc = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -365,7 +409,7 @@ def perturb_in_span(x: torch.Tensor, *, zeta=None, zeta_std: float = 0.1, noise:
                 coefficients = torch.randn(B, B, generator=generator, device=dev)
         x2 = x.reshape(B, -1)
         delta = span_directions(x2, coefficients, center)
-        z = torch.as_tensor(zeta, device=x.device).to(delta.dtype).reshape(-1, 1)
+        z = _zeta_tensor(zeta, delta).reshape(-1, 1)
         x_tilde = (x2.to(delta.dtype) + z * delta).to(x.dtype).reshape(x.shape)
     return x_tilde, zeta
 
@@ -374,12 +418,21 @@ def fd_smoothness(f_clean: torch.Tensor, f_perturbed: torch.Tensor, zeta, *, poo
     """R_c = (1/B) sum_b ||f_clean_b - f_perturbed_b||^2 / zeta_b^2 (zeta a scalar or one per sample);
     pool="global" first averages a [B, C, ...] state over its positions (dims >= 2)."""
     a, b = _upcast(f_clean), _upcast(f_perturbed)
+    d = a - b  # the difference first: pooling a and b apart would round away digits that cancel
     if pool == "global":
-        a, b = a.flatten(2).mean(2), b.flatten(2).mean(2)
-    d = (a - b).reshape(a.shape[0], -1)
+        d = d.flatten(2).mean(2)
+    d = d.reshape(a.shape[0], -1)
     s = (d * d).sum(1)
-    z = torch.as_tensor(zeta, device=s.device).to(s.dtype)
+    z = _zeta_tensor(zeta, s)
     return (s / (z * z)).mean()
+
+
+def _zeta_tensor(zeta, like: torch.Tensor) -> torch.Tensor:
+    """zeta (a number or a tensor) in ``like``'s dtype and device; a number goes there directly
+    (torch.as_tensor would first make it float32)."""
+    if isinstance(zeta, torch.Tensor):
+        return zeta.to(device=like.device, dtype=like.dtype)
+    return torch.tensor(float(zeta), dtype=like.dtype, device=like.device)
 # --- mmd_imq family (SPEC section 2: Variational InfoMax, WAE, VIB) -----------------------------
 
 def imq_kernel(d2: torch.Tensor, scales) -> torch.Tensor:
@@ -405,6 +458,11 @@ def mmd_imq(x: torch.Tensor, y: torch.Tensor, *, scales, estimator: str = "unbia
     fp16/bf16 inputs are computed in fp32.
     """
     x, y = _upcast(x), _upcast(y)
+    # distances do not change under a common translation; centring on the (detached) midpoint of the
+    # two means keeps the expansion |a|^2 + |b|^2 - 2 a.b from cancelling away the digits of a large
+    # common offset (as the fused kernels do)
+    center = (0.5 * (x.mean(0) + y.mean(0))).detach()
+    x, y = x - center, y - center
     n, m = x.shape[0], y.shape[0]
     kxx = imq_kernel(_sq_dists(x, x), scales)
     kyy = imq_kernel(_sq_dists(y, y), scales)
@@ -420,15 +478,17 @@ def mmd_imq(x: torch.Tensor, y: torch.Tensor, *, scales, estimator: str = "unbia
 
 
 def gaussian_kl(mu: torch.Tensor, std: torch.Tensor, *, sigma: float = 1.0) -> torch.Tensor:
-    """VIB's KL term, mean over the batch (rows) of KL(N(mu, diag std^2) || N(0, sigma^2 I)):
+    """VIB's KL term, mean over the batch (the first dimension) of KL(N(mu_b, diag std_b^2) || N(0, sigma^2 I)):
 
-        KL_b = 1/2 sum_d [ (std^2 + mu^2) / sigma^2 - 1 - log(std^2 / sigma^2) ]
+        KL_b = 1/2 sum_d [ (std_b^2 + mu_b^2) / sigma^2 - 1 - log(std_b^2 / sigma^2) ]
+
+    summed over every other dimension; a 1-D input is a batch of 1-dimensional codes (a mean, not a sum).
     """
     mu, std = _upcast(mu), _upcast(std)
     s2 = sigma * sigma
     var = std * std
     kl = 0.5 * ((var + mu * mu) / s2 - 1.0 - torch.log(var / s2))
-    return kl.reshape(kl.shape[0], -1).sum(1).mean() if kl.dim() > 1 else kl.sum()
+    return kl.reshape(kl.shape[0], -1).sum(1).mean()
 # --- Neural Bayes (paper 000; SPEC sections 1.1-1.4) -------------------------------------------
 
 

@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "fast_exp.h"
@@ -67,16 +68,20 @@ struct Geometry {
   int64_t windows(int64_t g) const { return (k > 0 && (g + 1) * k <= H) ? Wq : 0; }
 };
 
-// S log(S + eps), given xl = x - lse (so that log S = xl). When every lane has S >= 100 eps (the
-// common case) it skips the log: S log(S + eps) = S xl + S log1p(u) with u = eps / S <= 0.01, and
-// S log1p(u) = eps - eps u / 2 + O(eps u^2) (error < 4e-12 at eps = 1e-7). eps = 0: S xl exactly.
+// S log(S + eps), given xl = x - lse (so that log S = xl). float: when every lane has S >= 100 eps
+// (the common case) it skips the log: S log(S + eps) = S xl + S log1p(u) with u = eps / S <= 0.01,
+// and S log1p(u) = eps - eps u / 2 + O(eps u^2), an absolute error below eps * 3.4e-5, under float's
+// rounding for the eps this loss uses. double always takes the log: that error would show at eps = 1e-3
+// (5.6e-9), and float64 results must be float64-accurate. eps = 0: S xl exactly.
 template <typename T>
 inline Vectorized<T> s_log_s_eps(const Vectorized<T>& S, const Vectorized<T>& xl, T eps) {
   using Vec = Vectorized<T>;
   const Vec zero(T(0));
   if (eps == T(0)) return Vec::blendv(S * xl, zero, S == zero);  // 0 log 0 = 0 (also for x = -inf)
-  const Vec small = S < Vec(T(100) * eps);
-  if (small.zero_mask() == (1 << Vec::size()) - 1) return S * xl + Vec(eps) - Vec(T(0.5) * eps * eps) / S;
+  if constexpr (std::is_same_v<T, float>) {
+    const Vec small = S < Vec(T(100) * eps);
+    if (small.zero_mask() == (1 << Vec::size()) - 1) return S * xl + Vec(eps) - Vec(T(0.5) * eps * eps) / S;
+  }
   return Vec::blendv(S * (S + Vec(eps)).log(), zero, S == zero);
 }
 

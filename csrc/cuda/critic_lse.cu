@@ -417,15 +417,19 @@ FASTMI_HD BwdRow<A> make_bwd_row(const A* G, const A* ST, int64_t i, int64_t n, 
   const bool want[NUM_STATS] = {f.lse, f.clse, f.sp, f.pos, f.psp, f.cpos};
 #pragma unroll
   for (int k = 0; k < NUM_STATS; ++k) b.g[k] = want[k] ? G[k * n + i] : A(0);
-  // As the CPU kernel: negative-set terms with a zero gradient are skipped (no 0 * inf).
-  b.use_lse = f.lse && b.g[STAT_LSE] != A(0);
-  b.use_clse = f.clse && b.g[STAT_CLSE] != A(0);
+  // As the CPU kernel: negative-set terms with a zero gradient are skipped (no 0 * inf), and so are
+  // those of a row whose (clipped) lse is +-inf: exp(x - lse) = 0 at every finite x, whatever g is
+  // (inf or NaN when the row overflowed).
+  const A l0 = f.lse ? ST[STAT_LSE * n + i] : A(0);
+  const A l1 = f.clse ? ST[STAT_CLSE * n + i] : A(0);
+  b.use_lse = f.lse && b.g[STAT_LSE] != A(0) && !(abs_(l0) == inf_v<A>());
+  b.use_clse = f.clse && b.g[STAT_CLSE] != A(0) && !(abs_(l1) == inf_v<A>());
   b.use_sp = f.sp && b.g[STAT_SP] != A(0);
   b.use_pos = f.pos;
   b.use_psp = f.psp;
   b.use_cpos = f.cpos;
-  b.l0 = b.use_lse ? ST[STAT_LSE * n + i] : A(0);
-  b.l1 = b.use_clse ? ST[STAT_CLSE * n + i] : A(0);
+  b.l0 = b.use_lse ? l0 : A(0);
+  b.l1 = b.use_clse ? l1 : A(0);
   return b;
 }
 
