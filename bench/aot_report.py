@@ -69,13 +69,16 @@ def _git_commit() -> str:
     return (proc.stdout.strip() or "?") + (" (kernels modified)" if dirty else "")
 
 
-def collect(jobs: int | None = None, with_cuda: bool = True) -> dict:
-    """Everything the report needs: Triton specializations and CUDA kernels, with provenance."""
+def collect(jobs: int | None = None, with_cuda: bool = True, with_triton: bool = True) -> dict:
+    """Everything the report needs: Triton specializations and CUDA kernels, with provenance. The nvcc
+    compiles run in threads beside the Triton step."""
     from bench import aot_cuda
 
-    with concurrent.futures.ThreadPoolExecutor(1 + len(aot_cuda.sources())) as pool:
-        cuda_futs = [pool.submit(aot_cuda.compile_source, s) for s in aot_cuda.sources()] if with_cuda else []
-        tri = triton_results(jobs)
+    srcs = aot_cuda.sources() if with_cuda else []
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(srcs))) as pool:
+        cuda_futs = [pool.submit(aot_cuda.compile_source, s) for s in srcs]
+        tri = triton_results(jobs) if with_triton else {"triton": None, "torch": None, "specializations": [],
+                                                         "launches": 0}
         cuda = [f.result() for f in cuda_futs]
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "commit": _git_commit(), "triton_version": tri.pop("triton"), "torch_version": tri.pop("torch"),
@@ -196,63 +199,81 @@ the toolkit's occupancy calculator, include/cuda_occupancy.h. Occupancy = reside
 SM set to its largest shared-memory carve-out; "limited by" names the resource that bounds it."""
 
 
+def _spill(t: dict) -> int:
+    return (t.get("spill_store_bytes") or 0) + (t.get("spill_load_bytes") or 0) if t.get("ok", True) else 0
+
+
 def _notes(result: dict) -> list[str]:
     """Where a block configuration should change, derived from the numbers (kernels unchanged here)."""
-    specs = result["triton"]["specializations"]
     by_kernel = defaultdict(list)
-    for s in specs:
+    for s in result["triton"]["specializations"]:
         by_kernel[s["kernel"]].append(s)
     notes = []
-
-    def spilling(s):
-        return [a for a, t in s["targets"].items() if t["ok"] and (t["spill_store_bytes"] or t["spill_load_bytes"])]
-
-    def worst(rows):
-        return max((t["spill_store_bytes"] + t["spill_load_bytes"], a) for s in rows for a, t in s["targets"].items()
-                   if t["ok"])
-
     for kernel, rows in sorted(by_kernel.items()):
-        spill_rows = [s for s in rows if spilling(s)]
-        if spill_rows:
-            groups = sorted({(_constexpr_text(s), s["num_warps"]) for s in spill_rows})
-            amount, arch = worst(spill_rows)
-            cfgs = "; ".join(f"`{c}` with num_warps={w}" for c, w in groups[:6]) + (" ..." if len(groups) > 6 else "")
-            notes.append(f"**{kernel}** spills registers in {len(spill_rows)} of {len(rows)} specializations "
-                         f"(up to {amount} bytes stored + loaded per thread, {arch}): {cfgs}. "
-                         + _ADVICE.get(kernel, "Give the tile more threads (num_warps) or make it smaller."))
-        low = [s for s in rows if any(t["ok"] and t["occupancy"] <= 0.125 and t["limited_by"] == "registers"
-                                      for t in s["targets"].values()) and not spilling(s)]
+        spilling = [s for s in rows if any(_spill(t) for t in s["targets"].values())]
+        if spilling:
+            worst = defaultdict(lambda: (0, ""))  # dtype -> (bytes, arch)
+            for s in spilling:
+                for arch, t in s["targets"].items():
+                    worst[_dtype_text(s)] = max(worst[_dtype_text(s)], (_spill(t), arch))
+            per_dtype = ", ".join(f"{dt} {b} B ({arch})" for dt, (b, arch) in sorted(worst.items(), key=lambda x: -x[1][0]))
+            cfgs = sorted({(_constexpr_text(s), s["num_warps"]) for s in spilling})
+            shown = "; ".join(f"`{c}` num_warps={w}" for c, w in cfgs[:3]) + (f"; and {len(cfgs) - 3} more" if len(cfgs) > 3 else "")
+            notes.append(f"**{kernel}** spills in {len(spilling)} of {len(rows)} specializations; worst spill traffic "
+                         f"per thread (bytes stored + loaded) by input dtype: {per_dtype}. Configurations: {shown}. "
+                         + _ADVICE.get(kernel, "Give the tile more threads (num_warps) or make it smaller, then re-run "
+                                               "`python -m bench.aot_report`."))
+        low = [s for s in rows if s not in spilling and any(
+            t["ok"] and t["occupancy"] <= 0.125 and t["limited_by"] == "registers" for t in s["targets"].values())]
         if low:
-            notes.append(f"**{kernel}**: {len(low)} further specializations run at 12.5% occupancy or less, limited "
-                         f"by registers (no spills): e.g. `{_constexpr_text(low[0])}` num_warps={low[0]['num_warps']}. "
-                         "Fine for a bandwidth-bound kernel whose tiles keep enough loads in flight; measure before "
-                         "changing.")
+            notes.append(f"**{kernel}**: {len(low)} more specialization{'s' if len(low) > 1 else ''} (no spills) held to 12.5% occupancy or less "
+                         f"by registers, e.g. `{_constexpr_text(low[0])}` num_warps={low[0]['num_warps']}. Normal for "
+                         "tiles that keep a large accumulator in registers; for a bandwidth-bound kernel, time more warps "
+                         "per SM (smaller tiles) on a GPU before changing it.")
+    cuda_spills = defaultdict(list)
+    for c in result["cuda"]:
+        for k in c["kernels"]:
+            if _spill(k):
+                cuda_spills[c["source"]].append(k)
+    for src, ks in sorted(cuda_spills.items()):
+        worst = max(ks, key=_spill)
+        names = sorted({k["kernel"].replace("void ", "") for k in ks})
+        notes.append(f"**csrc/cuda/{src}** spills in {len(ks)} kernel instances (worst {_spill(worst)} B per thread, "
+                     f"{worst['arch']}, {worst['registers']} registers at {worst['threads']} threads): "
+                     f"{', '.join('`' + n + '`' for n in names)}. " + _ADVICE.get(src, ""))
     return notes
 
 
-# Per-kernel advice for the notes: what to change in the launcher's block choice (the numbers that
-# motivate it are in the generated note before it).
+# Per-kernel advice for the notes: what to change in the launcher's block choice. The numbers that
+# motivate it are in the generated text before it; re-run the report after a change.
 _ADVICE = {
     "critic_lse._critic_lse_fwd_kernel": (
-        "The float64 path keeps the fp32 tile size (_MAX_TILE / 2 = 2048 elements) with as few as 2 warps, i.e. "
-        "16-32 doubles per thread for each of the six running statistics: in `_blocks`, size num_warps from the "
-        "tile's bytes (e.g. `block_m * block_n * itemsize // 2048`, at least 4), or use _MAX_TILE / 4 for float64."),
-    "critic_lse._critic_lse_bwd_kernel": (
-        "Same cause as the forward kernel's float64 spills: more warps per float64 tile in `_blocks`."),
+        "Only the float64 path with small rows spills: `_blocks` halves the float64 tile (_MAX_TILE / 2) and "
+        "derives num_warps from the element count, so a 32 x 32 float64 tile gets 2 warps, 16 doubles (32 "
+        "registers) per thread for every tile-sized temporary. Derive num_warps from the tile's bytes instead "
+        "(e.g. `block_m * block_n * (8 if float64 else 4) // 2048`, at least 4)."),
+    "critic_lse._critic_lse_bwd_kernel": "Same cause and cure as the forward kernel's float64 spills (`_blocks`).",
     "separable._row_lse_kernel": (
-        "Float32 inputs with PREC='ieee' (torch's default matmul precision 'highest') do the 64 x 64 x 64 tl.dot "
-        "on CUDA cores, not tensor cores: the operands and the 64 x 64 accumulator sit in registers. For IS_FP32 "
-        "with 'ieee', use 8 warps or BLOCK_M = BLOCK_N = 32 in `_meta` (half types and TF32 are fine as they are)."),
+        "The spills are float32 with input_precision 'ieee' (IS_FP32, torch's default matmul precision "
+        "'highest'): that tl.dot runs on FMA units, with both 64 x 64 operand tiles and the accumulator in "
+        "registers, 4 warps. For IS_FP32 with 'ieee', use BLOCK_M = BLOCK_N = 32 or 8 warps in `_meta`; the "
+        "half-type and TF32 configurations spill at most a few hundred bytes and can stay."),
     "separable._grad_kernel": (
-        "The gradient tile is BLOCK_M x BLOCK_D = 64 x 256 (fp32 accumulator) plus the recomputed 64 x 64 score tile: "
-        "for float32 'ieee' and float64, cap BLOCK_D at 64 (more programs along d instead) or BLOCK_M at 32 in "
-        "`_grad`; keep BLOCK_D = 256 for half types, where tensor cores hold the product."),
+        "Float32 'ieee' again (every spilling configuration has IS_FP32=True): the 64 x BLOCK_D fp32 "
+        "accumulator plus the recomputed 64 x 64 score tile on FMA units. In `_grad`, cap BLOCK_D at 64 for "
+        "IS_FP32 with 'ieee' (more programs along d), or use BLOCK_M = 32; half types keep BLOCK_D = 256."),
     "mmd_imq._mmd_imq_rows_kernel": (
-        "tf32x3 triples the dot's operand registers; with BK = 128 (K >= 128) the row tile's gradient accumulator "
-        "(BM x BK fp32) comes on top: cap BK at 64 on GPUs in `_blocks`, or use BM = 32 when K > 64."),
+        "Every GPU configuration spills, worst at BK = 128 (K >= 128), where sm_80 needs an 11 KB stack frame per "
+        "thread: 'tf32x3' splits each fp32 operand into two TF32 halves for three products, and the BM x BK "
+        "gradient accumulator and the re-read B tile grow with BK. In `_blocks`, use BM = BN = 32 on GPUs and cap "
+        "BK at 32 (more programs along K for the gradient)."),
     "fd_jacobian._combine_kernel": (
-        "Philox draws for a 32 x 32 coefficient tile (four 32-bit words per draw) plus the fp64 row-norm "
-        "accumulator push the kernel to the register limit: use 8 warps or BLOCK_K = 16 in `fd_perturb`."),
+        "Only the centred configurations spill (a few hundred bytes at most; CENTER=False stays under the limit), "
+        "at 255 registers with 4 warps for a 32 x 64 tile and its 32 x 32 Philox coefficients: 8 warps, or "
+        "BLOCK_K = 16, in `fd_perturb` should take it off the limit."),
+    "critic_lse.cu": (
+        "The double kernels at BLOCK = 1024 are held to 64 registers by their launch bounds (65536 / 1024): "
+        "launch double rows with 512 threads (the float types fit in 64)."),
 }
 
 
@@ -301,9 +322,9 @@ def render(result: dict) -> str:
     ]
     for arch, h in headline(result).items():
         low = h["lowest_occupancy"]
+        low_text = f"{low[0]:.1%}, by {low[1]} ({low[2]})" if low else "-"
         lines.append(f"| {arch} | {h['max_registers'][0]} ({h['max_registers'][1]}) | {h['spilling']} of {h['count']} "
-                     f"| {h['max_smem_bytes'][0] / 1024:.1f} KB ({h['max_smem_bytes'][1]}) "
-                     f"| {low[0]:.1%}, by {low[1]} ({low[2]}) |" if low else "| - |")
+                     f"| {h['max_smem_bytes'][0] / 1024:.1f} KB ({h['max_smem_bytes'][1]}) | {low_text} |")
     lines += ["", "## Device limits used", "", LIMITS_TEXT, "", "## Where a block configuration should change", ""]
     notes = _notes(result)
     lines += [f"- {n}" for n in notes] or ["- Nothing: no spills, no register-bound configuration below 12.5%."]
