@@ -76,6 +76,8 @@ x() {
   "$@"
 }
 
+export DRY PY OUTDIR ROOT
+
 remaining() { echo $(( BUDGET - (SECONDS - START) - SIMULATED )); }
 
 # run_stage NAME LIMIT LOGFILE COMMAND...  (LOGFILE is appended to; LIMIT is capped by the budget)
@@ -98,7 +100,8 @@ run_stage() {
   fi
   local t0=$SECONDS rc
   echo "== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$log"
-  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+  # through bash -c, so that a stage may be one of the (exported) functions below
+  timeout --kill-after=10 "$limit" bash -c '"$@"' "$name" "$@" >>"$log" 2>&1
   rc=$?
   local what="rc $rc"
   [ "$rc" = 124 ] && what="timed out after ${limit}s"
@@ -125,6 +128,7 @@ env_info() {
   git -C "$ROOT" status --short 2>/dev/null | head -20
   echo "nproc $(nproc)"
 }
+export -f x env_info
 run_stage env "$T_ENV" "$LOG_ENV" env_info
 
 # --- install --------------------------------------------------------------------------------
@@ -143,6 +147,7 @@ install() {
   "$PY" -c "import fastmi.kernels" 2>/dev/null || ln -sfn ../kernels fastmi/kernels
   "$PY" -m fastmi info
 }
+export -f install
 run_stage install "$T_INSTALL" "$LOG_INSTALL" install
 
 # --- tests ----------------------------------------------------------------------------------
@@ -161,6 +166,7 @@ run_stage tests "$t_tests" "$LOG_TESTS" "$PY" -m pytest -q -m "gpu or aot" tests
 bench_all() {  # bench_all IMPLS...
   x "$PY" bench/gpu.py --cpu-sizes --dtypes float32 bfloat16 --impls "$@" --out "$OUTDIR"
 }
+export -f bench_all
 run_stage fused "$T_FUSED" "$LOG_BENCH" bench_all fused reference
 run_stage large "$T_LARGE" "$LOG_BENCH" "$PY" bench/gpu.py --families separable --sizes 1048576 --cases infonce \
   --dtypes bfloat16 --impls fused --out "$OUTDIR"
@@ -176,6 +182,6 @@ fi
 {
   echo "gpu_check $(date -u +%FT%TZ), total $((SECONDS - START)) s of a ${BUDGET} s budget"
   for line in "${SUMMARY[@]}"; do echo "  $line"; done
-  echo "pytest: $(grep -E '(passed|failed|error)' "$LOG_TESTS" | tail -1)"
+  echo "pytest: $(grep -E '(passed|failed|error).* in [0-9.]+s' "$LOG_TESTS" | tail -1)"
   echo "files: $(ls "$OUTDIR" | tr '\n' ' ')"
 } | tee "$OUTDIR/summary.txt"

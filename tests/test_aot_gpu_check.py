@@ -105,3 +105,48 @@ def test_gpu_py_rejects_an_unknown_family_in_one_line(capsys):
 def test_gpu_py_without_a_gpu_is_one_line_and_exit_2(capsys):
     rc, out, err = gpu_py(capsys, "--families", "critic_lse")
     assert rc == 2 and err.strip() == "bench/gpu.py: no CUDA device"
+
+
+STUB_PYTHON = """#!/usr/bin/env bash
+# stands in for the device machine's python3: logs each call, fails none
+echo "$*" >> "$STUB_LOG"
+case "$*" in
+  *"import xdist"*) exit 1 ;;
+  *"bench.aot_report --out "*) echo "{}" > "${@: -1}" ;;
+  *"--junitxml="*) echo "1 passed in 0.1s" ;;
+esac
+exit 0
+"""
+
+
+def test_real_run_with_stub_tools_fills_the_folder(tmp_path):
+    """The non-dry path end to end, with python3 and nvidia-smi replaced by stubs: every stage runs
+    (shell functions included), in order, and the folder gets the log files and the summary."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    py = bin_dir / "python3"
+    py.write_text(STUB_PYTHON)
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/usr/bin/env bash\necho 9.0\n")
+    for f in (py, smi):
+        f.chmod(0o755)
+    res, log = tmp_path / "res", tmp_path / "calls.log"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB_LOG": str(log), "HOME": str(tmp_path)}
+    proc = subprocess.run(["bash", str(SCRIPT), "--out", str(res), "--python", str(py)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = log.read_text().splitlines()
+    expected = ["-m pip install --no-build-isolation --no-deps --no-index -e .", "-m fastmi info",
+                "-m pytest -q -m gpu or aot tests", "bench/gpu.py --cpu-sizes --dtypes float32 bfloat16 --impls fused "
+                "reference", "bench/gpu.py --families separable --sizes 1048576", "bench/gpu.py --cpu-sizes --dtypes "
+                "float32 bfloat16 --impls compiled", "-m bench.aot_report --out"]
+    positions = [next(i for i, c in enumerate(calls) if want in c) for want in expected]
+    assert positions == sorted(positions), calls
+    files = sorted(p.name for p in res.iterdir())
+    assert {"env.txt", "install.log", "pytest.log", "bench.log", "aot-resources.json", "summary.txt"} <= set(files)
+    assert len(files) <= 8 and all(p.is_file() for p in res.iterdir())
+    summary = (res / "summary.txt").read_text()
+    for stage in ("env", "install", "tests", "fused", "large", "compiled", "aot"):
+        assert re.search(rf"^  {stage} rc 0, \d+ s$", summary, re.M), summary
+    assert "pytest: 1 passed in 0.1s" in summary
+    assert "TORCH_CUDA_ARCH_LIST=9.0" in (res / "install.log").read_text()
