@@ -602,7 +602,7 @@ TUBA_NUMBER = ("fastmi.reference.tuba called with a Python-number log_baseline m
                "(torch.as_tensor(0.7)) before casting to the scores' dtype: float64 scores, a = 0.7 give an error "
                "4.3e-9 (fastmi.functional.tuba passes a float64 tensor and agrees)")
 ZETA_FP32 = ("fastmi.functional.fd_smoothness rounds a Python-number zeta to float32 before dividing, "
-             "also for float64 features (relative error ~1e-8) -- issue 19 item 4")
+             "also for float64 features (relative error 7.3e-8 on random features, zeta=0.13) -- issue 19 item 4")
 
 
 def compare(got, want, rtol=RTOL, atol=ATOL):
