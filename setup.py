@@ -40,7 +40,8 @@ if os.environ.get("FASTMI_NO_EXT_BUILD", "0") != "1":
     cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 setup(
-    packages=["fastmi", "fastmi.ops", "fastmi.data", "fastmi.experiments", "fastmi.models", "fastmi.kernels"],
+    packages=["fastmi", "fastmi._core", "fastmi.critic_lse", "fastmi.separable", "fastmi.softmax_stats", "fastmi.mmd_imq",
+              "fastmi.fd_jacobian", "fastmi.data", "fastmi.experiments", "fastmi.models", "fastmi.kernels"],
     package_dir={"fastmi.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

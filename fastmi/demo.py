@@ -18,7 +18,8 @@ import time
 import torch
 from torch import nn
 
-from . import _backend, demo_large_batch
+from . import demo_large_batch
+from .critic_lse.ops import FAMILY as _CRITIC_LSE
 from . import functional as F
 from .data import correlated_gaussian
 from .timing import forward_backward, time_call
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"--experiments: unknown {unknown}; choose among {', '.join(DEMO_RUNS)}")
 
-    backend = _backend.select("auto", torch.empty(0), "demo")
+    backend, _ = _CRITIC_LSE.select("auto", torch.empty(0), "demo")
     print(f"fastmi demo: torch {torch.__version__}, {torch.get_num_threads()} threads, backend for CPU tensors: {backend}")
     print(f"\nMI estimation: x, y in R^20, true I(x;y) = {args.mi:.3f} nats, batch {args.batch} "
           f"(InfoNCE is capped at log {args.batch} = {math.log(args.batch):.3f}), {args.steps} Adam steps each")

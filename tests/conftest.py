@@ -3,8 +3,12 @@
 TRITON_INTERPRET must be set before triton is imported, hence here, before fastmi is imported.
 """
 import os
+import sys
 
 import torch
+
+# tests/ on the path: oracle.py and helpers.py are imported by the test modules of every folder
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .._backend import BACKENDS
+from .._core.registry import BACKENDS
 
 try:
     from tqdm.auto import tqdm

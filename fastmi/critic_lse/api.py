@@ -1,0 +1,118 @@
+"""The critic-score losses, one public function per entry of ``bounds.BOUNDS``.
+
+Score convention: ``scores[i, j] = T(x_i, y_j)``, n x m. ``positives`` is None (the diagonal), an
+integer vector (one positive column per row, e.g. class labels of logits), or a boolean n x m mask
+(e.g. same-label pairs). ``negatives`` is "all", "off_positive" or "off_diagonal"; None takes the
+papers' choice:
+
+    positives    infonce         dv / nwj / tuba / js / smile / mine
+    None         "all"           "off_positive"  (= off the diagonal)
+    index        "all"           "all"           (SLB: every logit is a marginal sample)
+    mask         "off_diagonal"  "off_diagonal"  (CLB: every pair i != j)
+
+Every loss returns ``MIResult(loss, mi)``: ``mi`` is the detached estimate (never including the
+regularizer), ``loss = -bound + reg_weight * (stat - reg_target)^2`` with the paper's gradient tricks.
+The "vector form" ``f(joint=t_joint, marginal=t_marginal)`` takes critic values on separately drawn
+joint and marginal pairs, as the authors' code does.
+
+Non-finite scores propagate the way ``torch.logsumexp`` propagates them (NaN in, NaN out); they are
+not an error, so that the check costs no device synchronization. A batch with no positive pair
+(an all-False mask), or with no negative pair, is skipped: loss 0 with zero gradient, mi NaN; an
+InfoNCE anchor with no positive or no negative is left out. fp16/bf16 scores are computed
+with fp32 accumulation and give fp32 results on every backend. Second-order gradients need
+backend="reference" (the fused backward kernels raise under create_graph=True).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._core import validate
+from .._core.result import MIResult
+from . import ops
+from .bounds import BOUNDS, Bound
+from .evaluate import evaluate
+from .layout import resolve
+
+
+def _scores_of(name, scores, joint, marginal, positives, negatives):
+    """Check ``scores`` or turn the vector form into a 1 x (k + l) score row with a positive mask."""
+    if joint is None and marginal is None:
+        if scores is None:
+            raise TypeError(f"{name}: give scores (n x m) or joint= and marginal= critic values")
+        return validate.tensor(scores, "scores", name, ndim=2), positives, negatives
+    if scores is not None:
+        raise TypeError(f"{name}: give either scores or joint=/marginal=, not both")
+    if joint is None or marginal is None:
+        raise TypeError(f"{name}: the vector form needs both joint= and marginal=")
+    if positives is not None or negatives is not None:
+        raise TypeError(f"{name}: positives= and negatives= do not apply to the vector form "
+                        "(joint values are the positives, marginal values the negatives)")
+    joint = validate.tensor(joint, "joint", name).reshape(-1)
+    marginal = validate.tensor(marginal, "marginal", name).reshape(-1)
+    validate.same_device(name, joint=joint, marginal=marginal)
+    if joint.dtype != marginal.dtype:
+        raise TypeError(f"{name}: joint is {joint.dtype} but marginal is {marginal.dtype}")
+    row = torch.cat([joint, marginal])[None, :]
+    mask = torch.zeros_like(row, dtype=torch.bool)
+    mask[0, : joint.numel()] = True
+    return row, mask, "off_positive"
+
+
+def check_options(bound: Bound, name: str, options: dict, reg_weight, reg_target, reg_norm) -> tuple[dict, tuple]:
+    """(the bound's options as its formulas read them, the regularizer (weight, target, norm))."""
+    reg = validate.regularization(reg_weight, reg_target, reg_norm, name)
+    return {opt.name: opt.check(options[opt.name], name) for opt in bound.options}, reg
+
+
+def call(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, positives, negatives, reg_weight,
+         reg_target, reg_norm, backend) -> MIResult:
+    """The body of every generated function: checks, layout, backend, then the bound's formula."""
+    name = bound.name
+    opts, reg = check_options(bound, name, options, reg_weight, reg_target, reg_norm)
+    scores, positives, negatives = _scores_of(name, scores, joint, marginal, positives, negatives)
+    layout = resolve(scores, positives, negatives, infonce=bound.infonce_negatives, name=name)
+    for inp in bound.inputs:
+        opts[inp.name] = inp.check(inputs[inp.name], scores, name)
+    _, row_stats = ops.FAMILY.select(backend, scores, name)
+    tau = math.inf if opts.get("clip") is None else float(opts["clip"])
+
+    def stats_of(needed):
+        st = row_stats(scores, layout, tau, sum(1 << k for k in needed))
+        return {k: st[k] for k in needed}
+
+    return evaluate(bound, opts, reg, layout, stats_of)
+
+
+def _signature(bound: Bound) -> tuple[str, str]:
+    """(parameter list, the call's keyword arguments) of the public function of ``bound``."""
+    positional = ["scores=None"] + [f"{i.name}={i.default!r}" for i in bound.inputs]
+    keyword = (["joint=None", "marginal=None"] if bound.vector_form else []) + \
+        [f"{o.name}={o.default!r}" for o in bound.options] + \
+        ["positives=None", "negatives=None", "reg_weight=0.0", "reg_target=0.0", "reg_norm='l2'", "backend='auto'"]
+    inputs = "{" + ", ".join(f"{i.name!r}: {i.name}" for i in bound.inputs) + "}"
+    options = "{" + ", ".join(f"{o.name!r}: {o.name}" for o in bound.options) + "}"
+    vector = "joint, marginal" if bound.vector_form else "None, None"
+    args = (f"_bound, scores, {inputs}, {vector}, {options}, positives, negatives, reg_weight, reg_target, reg_norm, "
+            "backend")
+    return ", ".join(positional) + ", *, " + ", ".join(keyword), args
+
+
+def make_function(bound: Bound, module: str = "fastmi.functional"):
+    """The public function of ``bound``, with a real signature (so that help(), inspect and
+    torch.compile see ordinary Python), written from the table like dataclasses writes __init__."""
+    params, args = _signature(bound)
+    source = f"def {bound.name}({params}):\n    return _call({args})\n"
+    namespace = {"_bound": bound, "_call": call}
+    exec(compile(source, f"<fastmi.critic_lse: {bound.name}>", "exec"), namespace)  # noqa: S102
+    fn = namespace[bound.name]
+    fn.__doc__ = bound.doc
+    fn.__module__ = module
+    fn.__qualname__ = bound.name
+    return fn
+
+
+FUNCTIONS = {name: make_function(b) for name, b in BOUNDS.items()}
+globals().update(FUNCTIONS)
+__all__ = list(FUNCTIONS)

@@ -1,0 +1,278 @@
+"""The critic bounds, as one declarative table: bound -> the row statistics it needs -> its formula.
+
+Every bound is a function of O(n) row statistics of the score matrix S (``stats.RowStats``), so the
+n x m matrix is read once forward and once backward by whichever backend computes the statistics.
+The public functions (``fastmi.functional.<name>``), the ``fastmi.nn`` modules, the requested
+statistics, and the tests' and benchmarks' case lists are all derived from ``BOUNDS``: adding a
+bound is one ``Bound(...)`` entry here plus its formula.
+
+A bound's loss is ``-straight_through(surrogate, value) + reg_weight * d(stat, reg_target)``: the
+value is what ``mi`` reports, the surrogate carries the gradient the paper trains with (the value
+itself when None), and ``stat`` is the statistic the regularized version (Choi & Lee's Re-) pulls
+towards ``reg_target`` (d: squared difference, or absolute with reg_norm="l1").
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from .._core import validate
+from .contract import CLSE, CPOS, LSE, POS, PSP, SP
+from .stats import RowStats
+
+
+@dataclass(frozen=True)
+class Option:
+    """A keyword option of a bound: its default and the check that turns a user's value into what
+    the formula reads (raising TypeError/ValueError that names the option)."""
+
+    name: str
+    default: Any
+    check: Callable[[Any, str], Any]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Input:
+    """A positional input after ``scores`` (a baseline, a moving-average state), per call."""
+
+    name: str
+    default: Any
+    check: Callable[[Any, torch.Tensor, str], Any]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Bound:
+    name: str
+    doc: str  # the formula, as the public function's docstring
+    value: Callable[[RowStats, dict], torch.Tensor]
+    needs: Callable[[dict], tuple]  # the statistics the formulas read, for these options
+    surrogate: Optional[Callable[[RowStats, dict], torch.Tensor]] = None
+    reg_stat: Callable[[RowStats, dict], torch.Tensor] = field(default=lambda rs, o: rs.lme_neg())
+    reg_needs: tuple = (LSE,)
+    options: tuple = ()
+    inputs: tuple = ()
+    infonce_negatives: bool = False  # the default negatives of InfoNCE (the table in layout.py)
+    vector_form: bool = True  # accepts joint= / marginal= critic values
+    skip_rule: str = "batch"  # "anchors": InfoNCE leaves out rows without a positive or a negative
+    separable: bool = False  # also as fastmi.functional.<name>_separable (needs at most LSE and POS)
+    module: str = ""  # the fastmi.nn class name
+    module_state: Optional[tuple] = None  # (input the module owns as a buffer, flag set to self.training): MINE
+
+    def stats_needed(self, opts: dict, regularized: bool) -> tuple:
+        return tuple(sorted(set(self.needs(opts)) | (set(self.reg_needs) if regularized else set())))
+
+
+# --- option checks --------------------------------------------------------------------------------
+def _clip(value, name):
+    return validate.clip(value, name)
+
+
+def _flag(arg):
+    return lambda value, name: validate.flag(value, arg, name)
+
+
+def _momentum(value, name):
+    return validate.number(value, "momentum", name, low=0.0, high=1.0, high_strict=True)
+
+
+def _log_baseline(log_baseline, scores: torch.Tensor, name: str):
+    """The log-baseline as a 0-d or length-n tensor. A number is kept in fp32 (fp64 for fp64 scores):
+    half-precision scores are computed in fp32, and rounding a to bf16 would move the bound."""
+    if not isinstance(log_baseline, torch.Tensor):
+        a = validate.number(log_baseline, "log_baseline", name)
+        if math.isinf(a):
+            raise ValueError(f"{name}: log_baseline must be finite, got {a}")
+        dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+        return torch.tensor(a, dtype=dtype, device=scores.device)
+    a = validate.tensor(log_baseline, "log_baseline", name)
+    validate.same_device(name, scores=scores, log_baseline=a)
+    if a.dim() == 1 and a.shape[0] == 1 and scores.shape[0] != 1:
+        return a.reshape(())  # a 1-element parameter (nn.Parameter(torch.zeros(1))) is a scalar baseline
+    if a.dim() > 1 or (a.dim() == 1 and a.shape[0] != scores.shape[0]):
+        raise ValueError(f"{name}: log_baseline must be a scalar or a vector of length n={scores.shape[0]} "
+                         f"(one per row), got shape {tuple(a.shape)}")
+    return a
+
+
+def _running_lme(running_lme, scores: torch.Tensor, name: str):
+    if not isinstance(running_lme, torch.Tensor) or running_lme.dim() != 0 or not running_lme.is_floating_point():
+        raise TypeError(f"{name}: running_lme must be a 0-d floating tensor (log of the moving average; NaN when empty)")
+    validate.same_device(name, scores=scores, running_lme=running_lme)
+    return running_lme
+
+
+CLIP = Option("clip", None, _clip, "clamp S to [-clip, clip] in the bound's value (None: no clipping)")
+
+
+def _clipped(o) -> bool:
+    return o.get("clip") is not None
+
+
+def _pos_neg(o) -> tuple:
+    return (CPOS, CLSE) if _clipped(o) else (POS, LSE)
+
+
+# --- formulas ------------------------------------------------------------------------------------
+def infonce_value(rs: RowStats, o) -> torch.Tensor:
+    pos = torch.where(rs.anchor, rs[POS], torch.zeros_like(rs[POS])).sum() / rs._pos_div
+    return pos - rs.anchor_mean(rs.anchor_lme())
+
+
+def infonce_stat(rs: RowStats, o) -> torch.Tensor:
+    return rs.anchor_mean(rs.anchor_lme())
+
+
+def dv_value(rs: RowStats, o) -> torch.Tensor:
+    return rs.pos_mean(_clipped(o)) - rs.lme_neg(_clipped(o))
+
+
+def nwj_value(rs: RowStats, o) -> torch.Tensor:
+    return rs.pos_mean(_clipped(o)) - rs.neg_exp_mean(1.0, _clipped(o))
+
+
+def tuba_value(rs: RowStats, o) -> torch.Tensor:
+    a = o["log_baseline"].to(rs.dtype).expand(rs.pos_count.shape[0])
+    return 1 + rs.pos_shifted_mean(a, _clipped(o)) - rs.neg_exp_mean(a, _clipped(o))
+
+
+def js_value(rs: RowStats, o) -> torch.Tensor:
+    """NWJ of the same scores; with nwj_shift=True, NWJ of S + 1 (Poole et al.'s I_JS)."""
+    if o["nwj_shift"]:
+        return 1 + rs.pos_mean() - rs.neg_exp_mean(0.0)
+    return rs.pos_mean() - rs.neg_exp_mean(1.0)
+
+
+def js_surrogate(rs: RowStats, o) -> torch.Tensor:
+    return rs.js_surrogate()
+
+
+def smile_value(rs: RowStats, o) -> torch.Tensor:
+    return rs.pos_mean(_clipped(o) and o["clip_positives"]) - rs.lme_neg(_clipped(o))
+
+
+def mine_surrogate(rs: RowStats, o) -> torch.Tensor:
+    """mean_P S - E_N[e^S] / sg(ema), ema the moving average of E_N[e^S] (kept as log in running_lme,
+    updated in place when o["update"]; a skipped batch does not move it)."""
+    running = o["running_lme"]
+    batch_lme = rs.lme_neg()
+    with torch.no_grad():
+        ema = mine_running_update(running, torch.where(rs.skip, math.nan, batch_lme), o["momentum"])
+        if o["update"]:
+            running.copy_(ema)
+        ema = torch.where(torch.isnan(ema), batch_lme.detach().to(ema.dtype), ema)  # empty: the batch's own value
+    return rs.pos_mean() - torch.exp(batch_lme - ema.to(batch_lme.dtype))
+
+
+def mine_running_update(running_lme: torch.Tensor, batch_lme: torch.Tensor, momentum: float) -> torch.Tensor:
+    """Moving average of E_N[e^S] in log space: log(momentum * e^running + (1 - momentum) * e^batch);
+    an empty (NaN) running value starts at the batch value. A batch value of NaN or +inf (non-finite
+    scores) leaves the average as it was: one bad batch neither resets nor poisons it. (-inf, every
+    negative score -inf, is a real E_N[e^S] = 0 and is averaged in.)"""
+    batch_lme = batch_lme.detach().to(running_lme.dtype)
+    if momentum > 0:
+        mixed = torch.logaddexp(running_lme + math.log(momentum), batch_lme + math.log1p(-momentum))
+    else:
+        mixed = batch_lme
+    updated = torch.where(torch.isnan(running_lme), batch_lme, mixed)
+    usable = ~(torch.isnan(batch_lme) | torch.isposinf(batch_lme))
+    return torch.where(usable, updated, running_lme)
+
+
+# --- the table -----------------------------------------------------------------------------------
+_REG_DOC = "mean_i LME_{j in N_i} S_ij"
+
+BOUNDS = {b.name: b for b in [
+    Bound(
+        "infonce", module="InfoNCE", infonce_negatives=True, vector_form=False, skip_rule="anchors", separable=True,
+        doc="""InfoNCE (CPC) lower bound, mean over positive pairs (i, p):
+
+        I = mean_(i,p) [ S_ip - log mean_{j in N_i} exp S_ij ]
+
+    With the diagonal and all entries: I = log n + mean_i [S_ii - logsumexp_j S_ij] <= log n; with
+    labels of C-class logits: I = log C - cross_entropy. ReInfoNCE (reg_weight > 0) adds
+    reg_weight * (mean_i LME_{j in N_i} S_ij - reg_target)^2, anchors weighted by their positives.
+    """,
+        value=infonce_value, needs=lambda o: (LSE, POS), reg_stat=infonce_stat),
+    Bound(
+        "dv", module="DV", separable=True, options=(CLIP,),
+        doc="""Donsker-Varadhan (the MINE value, no moving average):
+
+        I = mean_P S - log mean_N exp S            (on clamp(S, -clip, clip) when clip is given)
+
+    ReMINE / ReDV (reg_weight > 0): + reg_weight * (log mean_N exp S - reg_target)^2, S unclipped.
+    """,
+        value=dv_value, needs=_pos_neg),
+    Bound(
+        "mine", module="MINE", module_state=("running_lme", "update"),
+        inputs=(Input("running_lme", None, _running_lme, "0-d tensor: log of the moving average of E_N[e^S], NaN "
+                      "when empty; updated in place when update=True"),),
+        options=(Option("momentum", 0.9, _momentum, "weight of the old average"),
+                 Option("update", True, _flag("update"), "update running_lme in place")),
+        doc="""MINE (Belghazi et al.): the DV value, with the gradient's partition function replaced by a
+    moving average (bias-corrected gradient):
+
+        loss = -( mean_P S - mean_N exp(S) / sg(ema) ),   reported mi = DV value
+        ema  <- momentum * ema + (1 - momentum) * mean_N exp(S)
+
+    ``running_lme`` is a 0-d floating tensor holding log(ema) (NaN = empty, the first batch fills it);
+    it is updated in place when ``update`` is true, like ``F.batch_norm``'s running statistics
+    (``fastmi.nn.MINE`` owns it and updates it in training mode only).
+    """,
+        value=dv_value, surrogate=mine_surrogate, needs=lambda o: (LSE, POS)),
+    Bound(
+        "nwj", module="NWJ", separable=True, options=(CLIP,),
+        doc="""NWJ (f-divergence / MINE-f) bound:
+
+        I = mean_P S - mean_N exp(S - 1)           (on clamp(S, -clip, clip) when clip is given)
+
+    ReNWJ: + reg_weight * (log mean_N exp S - reg_target)^2 with S unclipped. The authors' code uses
+    clip=10 and reg_target=0; the paper's log-Euclidean form corresponds to reg_target=1.
+    """,
+        value=nwj_value, needs=_pos_neg),
+    Bound(
+        "tuba", module="TUBA", options=(CLIP,),
+        inputs=(Input("log_baseline", 0.0, _log_baseline, "a (scalar, or one per row); differentiable if a tensor"),),
+        doc="""TUBA with log-baseline a (a scalar, or a_i per row; differentiable if a tensor):
+
+        I = 1 + mean_P (S_ip - a_i) - mean_N exp(S_ij - a_i)
+
+    a = 0 is the authors' TUBA (baseline 1); a = 1 gives NWJ. ReTUBA adds
+    reg_weight * (log mean_N exp S - reg_target)^2 with S unclipped.
+    """,
+        value=tuba_value, needs=_pos_neg),
+    Bound(
+        "js", module="JS",
+        options=(Option("nwj_shift", False, _flag("nwj_shift"),
+                        "report NWJ of S + 1 (Poole et al., torch-mist) instead of NWJ of S (the papers' code)"),),
+        doc="""Jensen-Shannon (f-GAN) training with an NWJ value reported (Poole et al.):
+
+        J = mean_P(-softplus(-S)) - mean_N softplus(S),  I_NWJ = mean_P S - mean_N exp(S - 1)
+        loss = -(J + sg(I_NWJ - J)):  the value of -I_NWJ, the gradient of -J
+
+    nwj_shift=True reports NWJ evaluated on S + 1 instead, 1 + mean_P S - mean_N exp(S) (Poole et al.'s
+    reading, torch-mist's value). The JS-optimal critic is S* = log p(x, y) / (p(x) p(y)), where NWJ is
+    tight at S* + 1: the shifted value is exact there, the default sits 1/e below the true MI (the
+    papers' code reports the default).
+    ReJS: + reg_weight * (mean_N softplus(S) - reg_target)^2.
+    """,
+        value=js_value, surrogate=js_surrogate, needs=lambda o: (LSE, POS, SP, PSP),
+        reg_stat=lambda rs, o: rs.neg_softplus_mean(), reg_needs=(SP,)),
+    Bound(
+        "smile", module="SMILE",
+        options=(Option("clip", 5.0, _clip, "tau: clamp S to [-tau, tau] inside the log-mean-exp (None: DV value)"),
+                 Option("clip_positives", False, _flag("clip_positives"), "clip the positive term too")),
+        doc="""SMILE(tau) (Song & Ermon): the clipped DV value with the JS gradient,
+
+        I = mean_P S - log mean_N exp clamp(S, -tau, tau),   loss = -(J + sg(I - J))
+
+    clip_positives=True clips the positive term too (Choi & Lee's benchmarks); clip=None gives the
+    DV value with the JS gradient. ReSMILE: + reg_weight * (log mean_N exp S - reg_target)^2, S unclipped.
+    """,
+        value=smile_value, surrogate=js_surrogate,
+        needs=lambda o: (CLSE if _clipped(o) else LSE, CPOS if (_clipped(o) and o["clip_positives"]) else POS, SP, PSP)),
+]}

@@ -1,0 +1,120 @@
+"""Variational InfoMax's MMD prior term (inverse-multiquadric kernel, as in WAE) and VIB's KL."""
+from __future__ import annotations
+
+import torch
+
+from .._core import validate
+from .._core.dtypes import upcast
+from . import ops
+
+
+WAE_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+"""The multi-scale set of WAE (tolstikhin/wae): pass ``scales=WAE_SCALES, scale=2 * K * sigma**2``."""
+
+
+def _imq_scales(scale, scales, K: int, name: str) -> list:
+    base = float(K) if scale is None else validate.number(scale, "scale", name, low=0.0, strict=True)
+    if base == float("inf"):
+        raise ValueError(f"{name}: scale must be finite, got inf")
+    if scales is None:
+        return [base]
+    if isinstance(scales, torch.Tensor):
+        scales = scales.tolist()
+    try:
+        rel = [validate.number(r, "scales", name, low=0.0, strict=True) for r in scales]
+    except TypeError:
+        raise TypeError(f"{name}: scales must be a sequence of positive numbers, got {scales!r}") from None
+    if not rel or any(r == float("inf") for r in rel):
+        raise ValueError(f"{name}: scales must be a non-empty sequence of positive finite numbers, got {scales!r}")
+    return [base * r for r in rel]
+
+
+def mmd_imq(x, y, *, scale=None, scales=None, estimator="unbiased", backend="auto") -> torch.Tensor:
+    """MMD^2 between the samples x (n x K) and y (m x K) with the inverse-multiquadric kernel
+
+        k(a, b) = sum_{C in Cs} C / (C + ||a - b||^2),   Cs = [scale * r for r in scales] (or [scale])
+
+        unbiased (U-statistic, the WAE estimator):
+            MMD^2 = sum_{i!=j} k(x_i, x_j) / (n(n-1)) + sum_{i!=j} k(y_i, y_j) / (m(m-1))
+                    - 2 sum_{i,j} k(x_i, y_j) / (n m)
+        biased (V-statistic): diagonals included, divided by n^2 and m^2.
+
+    ``scale`` is C (default K, the VIM paper's choice; WAE uses 2 K sigma^2); ``scales`` are
+    multipliers of it whose kernels are summed (e.g. ``WAE_SCALES``). Returns a 0-d tensor
+    (fp32 for fp16/bf16 inputs). The fused kernels never form an n x m matrix.
+    """
+    name = "mmd_imq"
+    x = validate.tensor(x, "x", name, ndim=2)
+    y = validate.tensor(y, "y", name, ndim=2)
+    validate.same_device(name, x=x, y=y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"{name}: x and y must have the same feature dimension K, got x {tuple(x.shape)} "
+                         f"and y {tuple(y.shape)}")
+    if x.dtype != y.dtype:
+        raise TypeError(f"{name}: x is {x.dtype} but y is {y.dtype}")
+    if estimator not in ("unbiased", "biased"):
+        raise ValueError(f"{name}: estimator must be 'unbiased' or 'biased', got {estimator!r}")
+    unbiased = estimator == "unbiased"
+    if unbiased:
+        for arg, t in (("x", x), ("y", y)):
+            if t.shape[0] < 2:
+                raise ValueError(f"{name}: the unbiased estimator needs at least 2 rows in {arg}, got {t.shape[0]} "
+                                 "(use estimator='biased')")
+    cs = _imq_scales(scale, scales, x.shape[1], name)
+    validate.finite(x, "x", name)
+    validate.finite(y, "y", name)
+    _, mmd_sq = ops.FAMILY.select(backend, x, name)
+    return mmd_sq(x, y, cs, unbiased)
+
+
+def mmd_imq_prior(z, *, sigma=1.0, n_prior=None, scale=None, scales=None, estimator="unbiased", generator=None,
+                  backend="auto") -> torch.Tensor:
+    """Variational InfoMax's prior term: MMD^2 (``mmd_imq``) between the codes z (n x K) and a fresh
+    sample p of the prior N(0, sigma^2 I), p = sigma * randn(n_prior, K) (n_prior defaults to n):
+
+        MMD^2(z, p) with k(a, b) = C / (C + ||a - b||^2), C = scale (default K, independent of sigma)
+
+    ``generator`` (a torch.Generator on z's device) makes the draw reproducible.
+    """
+    name = "mmd_imq_prior"
+    z = validate.tensor(z, "z", name, ndim=2)
+    s = validate.number(sigma, "sigma", name, low=0.0, strict=True)
+    if s == float("inf"):
+        raise ValueError(f"{name}: sigma must be finite")
+    if n_prior is None:
+        n_prior = z.shape[0]
+    if isinstance(n_prior, bool) or not isinstance(n_prior, int) or n_prior < 1:
+        raise ValueError(f"{name}: n_prior must be a positive int, got {n_prior!r}")
+    dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
+    p = torch.randn(n_prior, z.shape[1], generator=generator, device=z.device, dtype=dtype) * s
+    return mmd_imq(z if z.dtype == dtype else z.float(), p, scale=scale, scales=scales, estimator=estimator,
+                   backend=backend)
+
+
+def gaussian_kl(mu, std, *, sigma=1.0) -> torch.Tensor:
+    """VIB's KL term (Alemi et al.), mean over the batch (the first dimension):
+
+        KL(N(mu, diag std^2) || N(0, sigma^2 I)) = 1/2 sum_d [ (std^2 + mu^2) / sigma^2 - 1 - log(std^2 / sigma^2) ]
+
+    mu and std have the same shape (B x K, or B x ...); std must be > 0. Elementwise, so plain
+    PyTorch on every backend; fp16/bf16 are computed in fp32.
+    """
+    name = "gaussian_kl"
+    mu = validate.tensor(mu, "mu", name)
+    std = validate.tensor(std, "std", name)
+    validate.like(name, mu, std, "mu", "std", dtype=False)
+    s = validate.number(sigma, "sigma", name, low=0.0, strict=True)
+    if s == float("inf"):
+        raise ValueError(f"{name}: sigma must be finite")
+    validate.finite(mu, "mu", name)
+    validate.finite(std, "std", name)
+    if not torch.compiler.is_compiling() and not bool((std > 0).all()):
+        raise ValueError(f"{name}: std must be > 0 everywhere (it is a standard deviation)")
+    mu, std = upcast(mu), upcast(std)
+    s2 = s * s
+    var = std * std
+    kl = 0.5 * ((var + mu * mu) / s2 - 1.0 - torch.log(var / s2))
+    return kl.reshape(kl.shape[0], -1).sum(1).mean() if kl.dim() > 1 else kl.sum()
+
+
+__all__ = ["mmd_imq", "mmd_imq_prior", "gaussian_kl", "WAE_SCALES"]

@@ -1,0 +1,89 @@
+"""The separable critic S_ij = a_i b_j <x_i, y_j>: input checks, the per-row scales and the layout.
+
+a_i = 1 / (temperature |x_i|) and b_j = 1 / |y_j| (norms only for the cosine critic, normalize=True)
+stay in autograd (a learnable temperature gets its gradient through a), and apart from x and y, so
+half inputs are never rounded by the scaling.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._core import validate
+from .._core.dtypes import acc_dtype
+from ..critic_lse.layout import Layout, resolve_shape
+from .ops import EXCLUDE_DIAG, EXCLUDE_NONE, EXCLUDE_POSITIVE
+
+
+def check_pair(x, y, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x = validate.tensor(x, "x", name, ndim=2)
+    y = validate.tensor(y, "y", name, ndim=2)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"{name}: x has {x.shape[1]} features per row but y has {y.shape[1]} (x is n x d, y is m x d)")
+    validate.same_device(name, x=x, y=y)
+    if x.dtype != y.dtype:
+        raise TypeError(f"{name}: x is {x.dtype} but y is {y.dtype}; give both the same dtype")
+    return x, y
+
+
+def check_temperature(temperature, x: torch.Tensor, name: str):
+    """A positive finite number, or a positive 1-element floating tensor (learnable)."""
+    if not isinstance(temperature, torch.Tensor):
+        t = validate.number(temperature, "temperature", name, low=0.0, strict=True)
+        if math.isinf(t):
+            raise ValueError(f"{name}: temperature must be finite, got {t}")
+        return t
+    if not temperature.is_floating_point() or temperature.numel() != 1:
+        raise TypeError(f"{name}: temperature must be a number or a 1-element floating tensor, "
+                        f"got {temperature.dtype} of shape {tuple(temperature.shape)}")
+    validate.same_device(name, x=x, temperature=temperature)
+    if not torch.compiler.is_compiling() and temperature.device.type != "meta":
+        t = float(temperature.detach())  # one host sync, eager mode only
+        if not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"{name}: temperature must be positive and finite, got {t}")
+    return temperature.reshape(())
+
+
+def _inverse_norms(x: torch.Tensor, arg: str, name: str) -> torch.Tensor:
+    """1 / |x_i| per row, in fp32 (fp64 for float64), differentiable; zero rows are an error."""
+    norm = torch.linalg.vector_norm(x.to(acc_dtype(x.dtype)), dim=1)
+    if not torch.compiler.is_compiling() and x.device.type != "meta":
+        zero = (norm == 0).nonzero()  # one host sync, eager mode only
+        if zero.numel():
+            raise ValueError(f"{name}: normalize=True but {arg} has {zero.numel()} zero-norm row(s) "
+                             f"(first: row {int(zero[0])}); the cosine critic is undefined there")
+    return 1.0 / norm
+
+
+def scales(x, y, temperature, normalize: bool, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b) with S_ij = a_i b_j (x_i . y_j): a = 1 / (temperature |x_i|), b = 1 / |y_j| (norms only
+    when normalize). Kept apart from x and y so half inputs are never rounded by the scaling."""
+    dt = acc_dtype(x.dtype)
+    if normalize:
+        a, b = _inverse_norms(x, "x", name), _inverse_norms(y, "y", name)
+    else:
+        a = torch.ones(x.shape[0], dtype=dt, device=x.device)
+        b = torch.ones(y.shape[0], dtype=dt, device=y.device)
+    if isinstance(temperature, torch.Tensor):
+        a = a / temperature.to(dt)
+    elif temperature != 1.0:
+        a = a * (1.0 / temperature)
+    return a, b
+
+
+def layout_of(x, y, positives, negatives, *, infonce: bool, name: str) -> Layout:
+    if isinstance(positives, torch.Tensor) and positives.dtype == torch.bool:
+        raise TypeError(f"{name}: positives must be None (the diagonal) or a column index per row; a boolean "
+                        "mask is not supported by the separable critic (use fastmi.functional on x @ y.T)")
+    return resolve_shape(x.shape[0], y.shape[0], x.device, positives, negatives, infonce=infonce,
+                                 name=name, what="x @ y.T")
+
+
+def exclusion(layout: Layout) -> int:
+    """The column each row's negatives leave out: none, the diagonal, or the row's positive."""
+    if layout.negatives == "all":
+        return EXCLUDE_NONE
+    if layout.negatives == "off_diagonal":
+        return EXCLUDE_DIAG
+    return EXCLUDE_POSITIVE
