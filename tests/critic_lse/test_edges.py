@@ -10,7 +10,7 @@ import torch
 
 import fastmi
 import fastmi.functional as F
-from fastmi import reference as R
+import oracle as R
 
 from helpers import fused
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import fastmi
 import fastmi.functional as F
-from fastmi import reference as R
+import oracle as R
 
 from helpers import needs
 

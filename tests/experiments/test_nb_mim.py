@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fastmi.functional as F
-from fastmi import reference
+import oracle
 from fastmi.experiments import _nb_mim_data as D
 from fastmi.experiments import _nb_mim_train as T
 from fastmi.models import MIMEncoder, mim_channels
@@ -14,7 +14,7 @@ from experiments._experiment_helpers import one_thread  # noqa: F401 (autouse fi
 
 
 def _scales(states, pool=2):
-    return [tuple(z.shape[1:]) for h in states for z in reference.nb_scales(h, pool)]
+    return [tuple(z.shape[1:]) for h in states for z in oracle.nb_scales(h, pool)]
 
 
 def test_cifar_states_and_their_8_scales():
@@ -29,7 +29,7 @@ def test_cifar_states_and_their_8_scales():
     res = F.nb_mim(hs, alpha=2.0, pool=2)
     assert res.entropy.shape == (8,) and F.nb_mim(hs, pool=0).entropy.shape == (4,)
     # the 1 x 1 scale of h3 is the mean of its top-left 2 x 2 positions (floor mode)
-    assert torch.allclose(reference.nb_scales(hs[3], 2)[1][..., 0, 0], hs[3][..., :2, :2].mean((-1, -2)))
+    assert torch.allclose(oracle.nb_scales(hs[3], 2)[1][..., 0, 0], hs[3][..., :2, :2].mean((-1, -2)))
 
 
 def test_mnist_states():

@@ -9,7 +9,7 @@ import torch
 
 import fastmi
 import fastmi.functional as F
-from fastmi import reference as R
+import oracle as R
 
 GPU = torch.cuda.is_available()
 from helpers import fused, needs
