@@ -50,8 +50,9 @@ def bound_cases():
                 cases.append((name, {o.name: not o.default, **({"clip": 0.5} if "clip" in {p.name for p in b.options}
                                                                   else {})}))
         for i in b.inputs:
-            if i.name == "log_baseline":
-                cases.append((name, {"log_baseline": "per_row", **({"clip": 2.0} if b.options else {})}))
+            if i.per_row:
+                clip = {"clip": 2.0} if "clip" in {o.name for o in b.options} else {}
+                cases.append((name, {i.name: "per_row", **clip}))
         cases.append((name, {"reg_weight": 0.3, "reg_target": 0.5}))
     cases.append(("dv", {"reg_weight": 0.2, "reg_norm": "l1"}))
     return cases

@@ -220,16 +220,37 @@ def tuba(scores=None, log_baseline=0.0, *, joint=None, marginal=None, positives=
     return finish(I, lme(S[N]), reg_weight, reg_target, reg_norm)
 
 
+def flo(scores, u=0.0, *, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> Result:
+    """FLO (Guo et al. 2022) with one positive p(i) per row and u_i per row (a number or a vector):
+
+        I = 1 - mean_i [ u_i + exp(-u_i) * mean_{j in N_i} exp(S_ij - S_ip(i)) ]
+
+    over the rows that have a negative. Statistic (ReFLO): LME_N(S)."""
+    S, P, N = score_pairs(scores, None, None, positives, negatives)
+    if nothing_to_pair(P, N):
+        return skipped(S)
+    u = f64(u).to(S.device).reshape(-1)
+    terms = []
+    for i in range(S.shape[0]):
+        if not bool(N[i].any()):
+            continue
+        ui = u[0] if u.numel() == 1 else u[i]
+        pos = S[i][P[i]][0]
+        terms.append(ui + torch.exp(-ui) * torch.exp(S[i][N[i]] - pos).mean())
+    I = 1 - torch.stack(terms).mean()
+    return finish(I, lme(S[N]), reg_weight, reg_target, reg_norm)
+
+
 def js_surrogate(S, P, N) -> torch.Tensor:
     """The f-GAN Jensen-Shannon objective J = mean_P(-softplus(-S)) - mean_N softplus(S)."""
     return (-softplus(-S[P])).mean() - softplus(S[N]).mean()
 
 
-def js(scores=None, *, joint=None, marginal=None, positives=None, negatives=None, value_shift=0.0, reg_weight=0.0,
+def js(scores=None, *, joint=None, marginal=None, positives=None, negatives=None, nwj_shift=False, reg_weight=0.0,
        reg_target=0.0, reg_norm="l2") -> Result:
     """JS training, NWJ value: loss = -(J + sg(I - J)) with J the JS objective and
 
-        I = NWJ(S + c) = mean_P (S + c) - mean_N exp(S + c - 1),   c = value_shift
+        I = NWJ(S + c) = mean_P (S + c) - mean_N exp(S + c - 1),   c = 1 if nwj_shift else 0
 
     c = 0: the value the papers' code reports (NWJ of the critic itself); c = 1: Poole et al.'s
     reading (torch-mist), NWJ of T + 1, exact at the JS-optimal critic. The gradient is J's either
@@ -237,7 +258,8 @@ def js(scores=None, *, joint=None, marginal=None, positives=None, negatives=None
     S, P, N = score_pairs(scores, joint, marginal, positives, negatives)
     if nothing_to_pair(P, N):
         return skipped(S)
-    I = (S[P] + value_shift).mean() - torch.exp(S[N] + value_shift - 1).mean()
+    c = 1.0 if nwj_shift else 0.0
+    I = (S[P] + c).mean() - torch.exp(S[N] + c - 1).mean()
     return finish(I, softplus(S[N]).mean(), reg_weight, reg_target, reg_norm, surrogate=js_surrogate(S, P, N))
 
 

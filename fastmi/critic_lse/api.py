@@ -73,6 +73,9 @@ def call(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, pos
     opts, reg = check_options(bound, name, options, reg_weight, reg_target, reg_norm)
     scores, positives, negatives = _scores_of(name, scores, joint, marginal, positives, negatives)
     layout = resolve(scores, positives, negatives, infonce=bound.infonce_negatives, name=name)
+    if layout.kind not in bound.positive_kinds:
+        raise ValueError(f"{name}: positives as a {layout.kind} are not supported (one positive per row: None for the "
+                         "diagonal, or an integer index per row)")
     for inp in bound.inputs:
         opts[inp.name] = inp.check(inputs[inp.name], scores, name)
     _, row_stats = ops.FAMILY.select(backend, scores, name)

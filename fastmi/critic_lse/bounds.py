@@ -43,6 +43,7 @@ class Input:
     default: Any
     check: Callable[[Any, torch.Tensor, str], Any]
     doc: str = ""
+    per_row: bool = False  # a scalar or one value per row (a baseline), differentiable
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Bound:
     separable: bool = False  # also as fastmi.functional.<name>_separable (needs at most LSE and POS)
     module: str = ""  # the fastmi.nn class name
     module_state: Optional[tuple] = None  # (input the module owns as a buffer, flag set to self.training): MINE
+    positive_kinds: tuple = ("diag", "index", "mask")  # the layouts of positives the formula is defined for
 
     def stats_needed(self, opts: dict, regularized: bool) -> tuple:
         return tuple(sorted(set(self.needs(opts)) | (set(self.reg_needs) if regularized else set())))
@@ -80,23 +82,28 @@ def _momentum(value, name):
     return validate.number(value, "momentum", name, low=0.0, high=1.0, high_strict=True)
 
 
-def _log_baseline(log_baseline, scores: torch.Tensor, name: str):
-    """The log-baseline as a 0-d or length-n tensor. A number is kept in fp32 (fp64 for fp64 scores):
-    half-precision scores are computed in fp32, and rounding a to bf16 would move the bound."""
-    if not isinstance(log_baseline, torch.Tensor):
-        a = validate.number(log_baseline, "log_baseline", name)
-        if math.isinf(a):
-            raise ValueError(f"{name}: log_baseline must be finite, got {a}")
-        dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
-        return torch.tensor(a, dtype=dtype, device=scores.device)
-    a = validate.tensor(log_baseline, "log_baseline", name)
-    validate.same_device(name, scores=scores, log_baseline=a)
-    if a.dim() == 1 and a.shape[0] == 1 and scores.shape[0] != 1:
-        return a.reshape(())  # a 1-element parameter (nn.Parameter(torch.zeros(1))) is a scalar baseline
-    if a.dim() > 1 or (a.dim() == 1 and a.shape[0] != scores.shape[0]):
-        raise ValueError(f"{name}: log_baseline must be a scalar or a vector of length n={scores.shape[0]} "
-                         f"(one per row), got shape {tuple(a.shape)}")
-    return a
+def _per_row(arg: str):
+    """The check of an input that is one number per row of the scores (a baseline): a finite number,
+    or a tensor of shape [], [1] or [n] (differentiable). A number is kept in fp32 (fp64 for fp64
+    scores): half-precision scores are computed in fp32, and rounding it to bf16 would move the bound."""
+
+    def check(value, scores: torch.Tensor, name: str):
+        if not isinstance(value, torch.Tensor):
+            a = validate.number(value, arg, name)
+            if math.isinf(a):
+                raise ValueError(f"{name}: {arg} must be finite, got {a}")
+            dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+            return torch.tensor(a, dtype=dtype, device=scores.device)
+        a = validate.tensor(value, arg, name)
+        validate.same_device(name, **{"scores": scores, arg: a})
+        if a.dim() == 1 and a.shape[0] == 1 and scores.shape[0] != 1:
+            return a.reshape(())  # a 1-element parameter (nn.Parameter(torch.zeros(1))) is a scalar
+        if a.dim() > 1 or (a.dim() == 1 and a.shape[0] != scores.shape[0]):
+            raise ValueError(f"{name}: {arg} must be a scalar or a vector of length n={scores.shape[0]} "
+                             f"(one per row), got shape {tuple(a.shape)}")
+        return a
+
+    return check
 
 
 def _running_lme(running_lme, scores: torch.Tensor, name: str):
@@ -138,6 +145,14 @@ def nwj_value(rs: RowStats, o) -> torch.Tensor:
 def tuba_value(rs: RowStats, o) -> torch.Tensor:
     a = o["log_baseline"].to(rs.dtype).expand(rs.pos_count.shape[0])
     return 1 + rs.pos_shifted_mean(a, _clipped(o)) - rs.neg_exp_mean(a, _clipped(o))
+
+
+def flo_value(rs: RowStats, o) -> torch.Tensor:
+    """1 - mean over anchors of [u_i + exp(-u_i) mean_{j in N_i} exp(S_ij - S_ip(i))]."""
+    u = o["u"].to(rs.dtype).expand(rs.pos_count.shape[0])
+    ratio = torch.where(rs.anchor, rs.anchor_lme() - rs[POS] - u, torch.full_like(u, -math.inf))
+    terms = torch.where(rs.anchor, u, torch.zeros_like(u)) + torch.exp(ratio)
+    return 1 - terms.sum() / rs._pos_div
 
 
 def js_value(rs: RowStats, o) -> torch.Tensor:
@@ -236,7 +251,8 @@ BOUNDS = {b.name: b for b in [
         value=nwj_value, needs=_pos_neg),
     Bound(
         "tuba", module="TUBA", options=(CLIP,),
-        inputs=(Input("log_baseline", 0.0, _log_baseline, "a (scalar, or one per row); differentiable if a tensor"),),
+        inputs=(Input("log_baseline", 0.0, _per_row("log_baseline"), "a (scalar, or one per row); differentiable if a tensor",
+                      per_row=True),),
         doc="""TUBA with log-baseline a (a scalar, or a_i per row; differentiable if a tensor):
 
         I = 1 + mean_P (S_ip - a_i) - mean_N exp(S_ij - a_i)
@@ -275,4 +291,17 @@ BOUNDS = {b.name: b for b in [
     """,
         value=smile_value, surrogate=js_surrogate,
         needs=lambda o: (CLSE if _clipped(o) else LSE, CPOS if (_clipped(o) and o["clip_positives"]) else POS, SP, PSP)),
+    Bound(
+        "flo", module="FLO", vector_form=False, skip_rule="anchors", positive_kinds=("diag", "index"),
+        inputs=(Input("u", 0.0, _per_row("u"), "u_i, the amortized log-partition of each positive pair (scalar or "
+                      "one per row; differentiable, trained jointly with the critic)", per_row=True),),
+        doc="""FLO (Guo et al. 2022, Fenchel-Legendre optimization), one positive per row:
+
+        I = 1 - mean_i [ u_i + exp(-u_i) mean_{j in N_i} exp(S_ij - S_ip(i)) ]
+
+    A lower bound for every u; maximizing over u (a second network u(x_i, y_p(i)) trained with the
+    critic) makes it tight, at u_i = log mean_{j in N_i} exp(S_ij - S_ip(i)). Its gradient in u needs no
+    log-sum-exp of the batch. ReFLO: + reg_weight * (log mean_N exp S - reg_target)^2.
+    """,
+        value=flo_value, needs=lambda o: (LSE, POS)),
 ]}

@@ -11,6 +11,7 @@ import oracle as R
 
 torch.manual_seed(0)
 
+from fastmi.critic_lse.bounds import BOUNDS
 from helpers import GPU, bound_cases, fused, needs, on
 
 FUSED = fused("critic_lse")
@@ -41,10 +42,10 @@ def run(name, scores, backend, opts, positives, negatives, *, ref=False):
     """(loss, mi, grads) of one estimator; grads w.r.t. the scores (and a tensor log-baseline)."""
     opts = dict(opts)
     leaves = [on(backend, scores.detach()).clone().requires_grad_(True)]
-    if opts.get("log_baseline") == "per_row":
+    for key in [k for k, v in opts.items() if v == "per_row"]:
         base = torch.linspace(-0.5, 1.5, scores.shape[0], dtype=scores.dtype)
         leaves.append(on(backend, base).requires_grad_(True))
-        opts["log_baseline"] = leaves[1]
+        opts[key] = leaves[-1]
     kw = dict(opts, positives=on(backend, positives), negatives=negatives)
     if ref:
         out = getattr(R, name)(leaves[0], **kw)
@@ -70,6 +71,8 @@ LAYOUTS = ["diag", "diag_all", "index", "index_offpos", "mask", "mask_offpos"]
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name,opts", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_matches_reference_float64(name, opts, layout, backend):
+    if layout.split("_")[0] not in BOUNDS[name].positive_kinds:
+        pytest.skip(f"{name} is defined for positives {BOUNDS[name].positive_kinds}")
     gen = torch.Generator().manual_seed(1)
     n, m = (17, 17) if layout.startswith("diag") else (17, 11)
     scores = 2 * torch.randn(n, m, generator=gen, dtype=torch.float64)
@@ -435,3 +438,32 @@ def test_mine_does_not_update_in_eval_mode(backend):
     mine.eval()
     mine(s + 3.0)
     assert torch.equal(mine.running_lme, before)
+
+
+@pytest.mark.parametrize("backend", FUSED + ["reference"])
+@pytest.mark.parametrize("layout", ["diag", "diag_all", "index", "index_offpos"])
+def test_flo_per_row_u_matches_oracle(backend, layout):
+    gen = torch.Generator().manual_seed(5)
+    n, m = (9, 9) if layout.startswith("diag") else (9, 7)
+    scores = 2 * torch.randn(n, m, generator=gen, dtype=torch.float64)
+    positives, negatives = make_layout(layout, n, m, gen)
+    u = torch.randn(n, generator=gen, dtype=torch.float64)
+    leaves = [on(backend, scores).requires_grad_(True), on(backend, u).requires_grad_(True)]
+    out = F.flo(leaves[0], leaves[1], positives=on(backend, positives), negatives=negatives, backend=backend)
+    got = torch.autograd.grad(out.loss, leaves)
+    refs = [scores.clone().requires_grad_(True), u.clone().requires_grad_(True)]
+    ref = R.flo(refs[0], refs[1], positives=positives, negatives=negatives)
+    want = torch.autograd.grad(ref.loss, refs)
+    torch.testing.assert_close(out.mi.cpu(), ref.mi, rtol=1e-10, atol=1e-12)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.cpu(), w, rtol=1e-10, atol=1e-12)
+
+
+def test_flo_is_tight_at_its_optimal_u_and_refuses_masks():
+    S = torch.randn(8, 8, dtype=torch.float64)
+    off = ~torch.eye(8, dtype=torch.bool)
+    u_star = torch.stack([torch.logsumexp(S[i][off[i]] - S[i, i], 0) - math.log(7) for i in range(8)])
+    assert F.flo(S, u_star).mi.item() == pytest.approx((-u_star).mean().item(), rel=1e-12)
+    assert F.flo(S, u_star).mi.item() >= F.flo(S, u_star + 0.3).mi.item()   # a lower bound for every u
+    with pytest.raises(ValueError, match="positives as a mask"):
+        F.flo(S, positives=torch.eye(8, dtype=torch.bool))
