@@ -164,6 +164,40 @@ def test_tuba_best_scalar_baseline_is_dv():
         assert float(O.tuba(S, best + d).mi) < float(O.dv(S).mi)
 
 
+def test_alpha_tuba_limits_and_a_two_by_two_case_by_hand():
+    S = randn(5, 5, seed=30, scale=1.4)
+    a = randn(5, seed=31)
+    close(O.alpha_tuba(S, a, alpha=0.0).mi, O.tuba(S, a).mi)  # B_ij = a_i: TUBA on the off-diagonal
+    # alpha = 1: the marginal term is exactly 1, the joint term InfoNCE over the n - 1 other columns
+    inner = [S[i, i] - (torch.logsumexp(S[i, [k for k in range(5) if k != j]], 0) - LOG(4))
+             for i in range(5) for j in range(5) if j != i]
+    close(O.alpha_tuba(S, alpha=1.0).mi, torch.stack(inner).mean())
+    # n = 2: the leave-one-out mean of row i without column j != i is e^{S_ii}; without i, e^{S_ij}
+    T = randn(2, 2, seed=32)
+    al, b = 0.3, 0.2
+    joint = sum(T[i, i] - LOG(al * math.exp(T[i, i]) + (1 - al) * math.exp(b)) for i in range(2)) / 2
+    marginal = sum(math.exp(T[i, 1 - i]) / (al * math.exp(T[i, 1 - i]) + (1 - al) * math.exp(b)) for i in range(2)) / 2
+    close(O.alpha_tuba(T, b, alpha=al).mi, 1 + joint - marginal)
+
+
+def test_l1out_two_by_two_by_hand_and_upper_bound_sign():
+    M = randn(2, 2, seed=33).requires_grad_()
+    # n = 2: the leave-one-out mean for y_i is q(y_i | x_{1-i}) alone: I = mean_i M_ii - M_{1-i, i}
+    r = O.l1out(M)
+    close(r.mi, ((M[0, 0] - M[1, 0]) + (M[1, 1] - M[0, 1])) / 2)
+    close(r.loss, r.mi)  # minimized as it is
+    close(grads(r.loss, M)[0], torch.tensor([[0.5, -0.5], [-0.5, 0.5]], dtype=D))
+
+
+def test_sampled_negatives_by_hand():
+    S = randn(4, 4, seed=34)
+    idx = [[1, 2], [2, 3], [3, 0], [0, 1]]  # shifted, k = 2
+    neg = torch.stack([S[i, j] for i in range(4) for j in idx[i]])
+    close(O.nwj(S, negatives=2).mi, S.diagonal().mean() - torch.exp(neg - 1).mean())
+    nce = [S[i, i] - (torch.logsumexp(torch.stack([S[i, i]] + [S[i, j] for j in idx[i]]), 0) - LOG(3)) for i in range(4)]
+    close(O.infonce(S, negatives=torch.tensor(idx)).mi, torch.stack(nce).mean())
+
+
 def test_tuba_per_row_baseline_gradient():
     n = 5
     S = randn(n, n, seed=8)
@@ -598,9 +632,6 @@ SOFTPLUS_CUTOFF = ("fastmi.reference's JS/SMILE use F.softplus with its default 
 MMD_EXPANSION = ("fastmi.reference.mmd_imq forms |a - b|^2 as |a|^2 + |b|^2 - 2 a.b: float64 samples with a common "
                  "offset of 1e4 give MMD^2 0.0839651641 against 0.0839651618 (relative error 2.8e-8; 2.6e-4 at "
                  "an offset of 1e6) instead of ~1e-16")
-TUBA_NUMBER = ("fastmi.reference.tuba called with a Python-number log_baseline makes it a float32 tensor "
-               "(torch.as_tensor(0.7)) before casting to the scores' dtype: float64 scores, a = 0.7 give an error "
-               "4.3e-9 (fastmi.functional.tuba passes a float64 tensor and agrees)")
 ZETA_FP32 = ("fastmi.functional.fd_smoothness rounds a Python-number zeta to float32 before dividing, "
              "also for float64 features (relative error 7.3e-8 on random features, zeta=0.13) -- issue 19 item 4")
 
@@ -662,7 +693,7 @@ def critic_inputs(name, opts, lay, seed, number_baseline_as_tensor=False):
         elif a == "one_element":
             a = torch.tensor([0.3], dtype=D, requires_grad=True)
             wrt.append(a)
-        elif number_baseline_as_tensor:  # what fastmi.functional passes its reference (see TUBA_NUMBER)
+        elif number_baseline_as_tensor:  # a number and a float64 tensor agree (test_reference_tuba_with_a_number...)
             a = torch.tensor(a, dtype=D)
         args.append(a)
     if name == "mine":
@@ -697,8 +728,9 @@ def test_critic_bounds_match_the_oracle(name, opts, reg):
                     raise AssertionError(f"{which}, layout {lay}, output {k}: {e}") from None
 
 
-@pytest.mark.xfail(reason=TUBA_NUMBER, strict=True)
 def test_reference_tuba_with_a_number_baseline_matches_the_oracle():
+    """Was a finding (the old reference rounded a number baseline to float32); the redesign's input
+    check keeps a number in the scores' accuracy, so float64 scores agree to the oracle's tolerance."""
     S = randn(5, 5, seed=52)
     compare(R.tuba(S, 0.7).mi, O.tuba(S, 0.7).mi)
 
