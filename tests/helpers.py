@@ -49,10 +49,14 @@ def bound_cases():
             elif isinstance(o.default, bool):
                 cases.append((name, {o.name: not o.default, **({"clip": 0.5} if "clip" in {p.name for p in b.options}
                                                                   else {})}))
+            for value in o.cases:
+                cases.append((name, {o.name: value}))
         for i in b.inputs:
             if i.per_row:
                 clip = {"clip": 2.0} if "clip" in {o.name for o in b.options} else {}
                 cases.append((name, {i.name: "per_row", **clip}))
+                for o in b.options:  # the per-row input with every listed value of the other options
+                    cases.extend((name, {i.name: "per_row", o.name: value}) for value in o.cases)
         cases.append((name, {"reg_weight": 0.3, "reg_target": 0.5}))
     cases.append(("dv", {"reg_weight": 0.2, "reg_norm": "l1"}))
     return cases

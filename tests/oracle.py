@@ -86,10 +86,37 @@ def pair_masks(n: int, m: int, positives=None, negatives: Optional[str] = None, 
     return P, N
 
 
+def is_sampled(negatives) -> bool:
+    """k negatives per anchor: an int k (shifted) or an n x k tensor of column indices."""
+    return isinstance(negatives, torch.Tensor) or (isinstance(negatives, int) and not isinstance(negatives, bool))
+
+
+def sampled_pairs(S: torch.Tensor, positives, negatives, *, infonce: bool = False):
+    """(C, P, N) for k negatives per anchor. Row i pairs its positive column p(i) (i, or positives[i])
+    with the columns idx[i, 0..k-1]: idx[i, r] = (i + r + 1) mod m for negatives=k ("shifted"), or the
+    given n x k index (a repeated column is a repeated pair). C lists row i's pairs: the positive
+    first, then the k negatives, so that a negative pair listed twice is counted twice. The negatives
+    are the k listed pairs; for InfoNCE the positive also joins the denominator (all 1 + k pairs)."""
+    n, m = S.shape
+    if isinstance(negatives, torch.Tensor):
+        idx = negatives.tolist()
+    else:
+        idx = [[(i + r + 1) % m for r in range(negatives)] for i in range(n)]
+    pos = list(range(n)) if positives is None else positives.tolist()
+    C = torch.stack([torch.stack([S[i, pos[i]]] + [S[i, j] for j in idx[i]]) for i in range(n)])
+    P = torch.zeros(C.shape, dtype=torch.bool, device=S.device)
+    P[:, 0] = True
+    N = torch.ones_like(P) if infonce else ~P
+    return C, P, N
+
+
 def score_pairs(scores=None, joint=None, marginal=None, positives=None, negatives=None):
     """(S, P, N) in float64. The vector form (joint=, marginal=: critic values on separately drawn
     joint and marginal pairs) is one row whose joint entries are the positives and whose marginal
-    entries are the negatives."""
+    entries are the negatives. With k negatives per anchor, S is the n x (1 + k) matrix of each
+    row's pairs (sampled_pairs)."""
+    if joint is None and marginal is None and is_sampled(negatives):
+        return sampled_pairs(f64(scores), positives, negatives)
     if joint is None and marginal is None:
         S = f64(scores)
         P, N = pair_masks(S.shape[0], S.shape[1], positives, negatives)
@@ -162,7 +189,10 @@ def infonce(scores, *, positives=None, negatives=None, reg_weight=0.0, reg_targe
     skipped). With the diagonal and all entries: log n + mean_i [S_ii - logsumexp_j S_ij].
     Regularized statistic: the same mean over pairs of LME_{j in N_i} S_ij."""
     S = f64(scores)
-    P, N = pair_masks(S.shape[0], S.shape[1], positives, negatives, infonce=True)
+    if is_sampled(negatives):
+        S, P, N = sampled_pairs(S, positives, negatives, infonce=True)
+    else:
+        P, N = pair_masks(S.shape[0], S.shape[1], positives, negatives, infonce=True)
     P, N = P.to(S.device), N.to(S.device)
     terms, row_lmes = [], []
     for i in range(S.shape[0]):
@@ -239,6 +269,91 @@ def flo(scores, u=0.0, *, positives=None, negatives=None, reg_weight=0.0, reg_ta
         terms.append(ui + torch.exp(-ui) * torch.exp(S[i][N[i]] - pos).mean())
     I = 1 - torch.stack(terms).mean()
     return finish(I, lme(S[N]), reg_weight, reg_target, reg_norm)
+
+
+def alpha_tuba(scores, log_baseline=0.0, *, alpha=0.01, positives=None, negatives=None, reg_weight=0.0,
+               reg_target=0.0, reg_norm="l2") -> Result:
+    """The interpolated bound I_alpha of Poole et al. (2019), eq. (13), with the rows of S as the anchors
+    (x_i, the roles of Poole et al.'s x and y swapped, which the bound allows), diagonal positives and
+    a_i = log_baseline per row (a number or a vector). For the pair of row i and column j != i, the
+    multi-sample baseline averages the n - 1 columns other than j:
+
+        m_ij = (1 / (n - 1)) * sum_{k != j} exp S_ik
+        B_ij = log( alpha * m_ij + (1 - alpha) * exp a_i )
+        I = 1 + mean_{i != j} (S_ii - B_ij) - mean_{i != j} exp(S_ij - B_ii)
+
+    (the joint pair (x_i, y_i) with the other samples of the batch but one; the marginal pair (x_i, y_j)
+    with all the samples independent of it). Statistic (regularized): LME_N(S) over the off-diagonal."""
+    S = f64(scores)
+    n = S.shape[0]
+    if positives is not None or negatives not in (None, "off_positive", "off_diagonal") or S.shape[1] != n:
+        raise ValueError("alpha_tuba: square scores, diagonal positives, off-diagonal negatives")
+    a = f64(log_baseline).to(S.device).reshape(-1)
+    log_alpha = torch.log(torch.tensor(float(alpha), dtype=F64))
+    log_rest = torch.log(torch.tensor(1.0 - float(alpha), dtype=F64))
+
+    def baseline(i, j):
+        others = [k for k in range(n) if k != j]
+        m_ij = torch.logsumexp(S[i, others], 0) - math.log(n - 1)
+        return torch.logaddexp(log_alpha + m_ij, log_rest + (a[0] if a.numel() == 1 else a[i]))
+
+    joint, marginal = [], []
+    for i in range(n):
+        b_ii = baseline(i, i)
+        for j in range(n):
+            if j != i:
+                joint.append(S[i, i] - baseline(i, j))
+                marginal.append(torch.exp(S[i, j] - b_ii))
+    I = 1 + torch.stack(joint).mean() - torch.stack(marginal).mean()
+    off = ~torch.eye(n, dtype=torch.bool, device=S.device)
+    return finish(I, lme(S[off]), reg_weight, reg_target, reg_norm)
+
+
+def l1out(log_density, *, positives=None, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> Result:
+    """L1Out (Cheng et al. 2020), an upper bound, on M[i, j] = log q(y_j | x_i):
+
+        I = mean_i [ M_ii - log( (1 / (n - 1)) * sum_{j != i} exp M_ji ) ]
+
+    (for each y_i, the average of q(y_i | x_j) over the other x's). loss = +I + R (minimized), mi = I.
+    Statistic (regularized): mean_i of the leave-one-out log-mean-exp."""
+    M = f64(log_density)
+    n = M.shape[0]
+    if positives is not None or negatives not in (None, "off_positive", "off_diagonal") or M.shape[1] != n:
+        raise ValueError("l1out: a square log-density matrix, diagonal positives, off-diagonal negatives")
+    terms, lmes = [], []
+    for i in range(n):
+        others = M[torch.arange(n) != i, i]  # q(y_i | x_j) for every j != i
+        lmes.append(lme(others))
+        terms.append(M[i, i] - lmes[-1])
+    I = torch.stack(terms).mean()
+    loss = I + (regularizer(torch.stack(lmes).mean(), reg_weight, reg_target, reg_norm) if reg_weight else 0.0)
+    return Result(loss, I.detach())
+
+
+def gaussian_log_density(mu, logvar, y) -> torch.Tensor:
+    """M[i, j] = log q(y_j | x_i) = log N(y_j; mu_i, diag exp(logvar_i))
+    = -1/2 sum_d [ (y_jd - mu_id)^2 / exp(logvar_id) + logvar_id + log(2 pi) ], dense (n x n x d)."""
+    mu, logvar, y = f64(mu), f64(logvar), f64(y)
+    diff = y[None, :, :] - mu[:, None, :]
+    return -0.5 * (diff ** 2 / torch.exp(logvar[:, None, :]) + logvar[:, None, :] + math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_log_likelihood(mu, logvar, y) -> torch.Tensor:
+    """mean_i log q(y_i | x_i)."""
+    return gaussian_log_density(mu, logvar, y).diagonal().mean()
+
+
+def gaussian_club(mu, logvar, y) -> Result:
+    """CLUB (Cheng et al. 2020, eq. 6): mean_i log q(y_i | x_i) - (1/n^2) sum_i sum_j log q(y_j | x_i),
+    an upper bound: loss = +I, mi = I."""
+    M = gaussian_log_density(mu, logvar, y)
+    I = M.diagonal().mean() - M.mean()
+    return Result(I, I.detach())
+
+
+def gaussian_l1out(mu, logvar, y) -> Result:
+    """L1Out (Cheng et al. 2020) of the Gaussian conditional: l1out of its log-density matrix."""
+    return l1out(gaussian_log_density(mu, logvar, y))
 
 
 def js_surrogate(S, P, N) -> torch.Tensor:

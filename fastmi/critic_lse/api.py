@@ -3,7 +3,8 @@
 Score convention: ``scores[i, j] = T(x_i, y_j)``, n x m. ``positives`` is None (the diagonal), an
 integer vector (one positive column per row, e.g. class labels of logits), or a boolean n x m mask
 (e.g. same-label pairs). ``negatives`` is "all", "off_positive" or "off_diagonal"; None takes the
-papers' choice:
+papers' choice (below); an int k or an n x k index tensor takes k negatives per anchor (the "shifted"
+negatives i + 1, ..., i + k for an int; see ``fastmi.critic_lse.sampled``):
 
     positives    infonce         dv / nwj / tuba / js / smile / mine
     None         "all"           "off_positive"  (= off the diagonal)
@@ -30,9 +31,11 @@ import torch
 
 from .._core import validate
 from .._core.result import MIResult
-from . import ops
+from . import ops, sampled
 from .bounds import BOUNDS, Bound
+from .contract import LSE
 from .evaluate import evaluate
+from .stats import RowStats
 from .layout import resolve
 
 
@@ -66,26 +69,64 @@ def check_options(bound: Bound, name: str, options: dict, reg_weight, reg_target
     return {opt.name: opt.check(options[opt.name], name) for opt in bound.options}, reg
 
 
+def layout_of(bound: Bound, scores, positives, negatives, name: str):
+    """(the matrix the row statistics run over, its layout): ``scores`` (transposed for a column bound),
+    or the compact n x (1 + k) matrix of k negatives per anchor (sampled.py)."""
+    if bound.columns:
+        scores = scores.T
+    if sampled.is_sampled(negatives):
+        if not bound.sampled_negatives:
+            raise ValueError(f"{name}: k negatives per anchor (negatives=k or an index tensor) are not defined for this "
+                             f"bound; its negatives are {bound.negatives_allowed}")
+        n, m = scores.shape
+        pos = sampled.positive_columns(positives, n, m, scores.device, name)
+        idx = sampled.negative_columns(negatives, n, m, scores.device, name)
+        return sampled.compact_scores(scores, pos, idx), sampled.compact_layout(n, idx.shape[1], scores.device,
+                                                                                infonce=bound.infonce_negatives)
+    layout = resolve(scores, positives, negatives, infonce=bound.infonce_negatives, name=name)
+    if layout.kind not in bound.positive_kinds:
+        raise ValueError(f"{name}: positives as a {layout.kind} are not supported (positives: "
+                         + ("None, the diagonal)" if bound.positive_kinds == ("diag",) else
+                            "None for the diagonal, or an integer index per row)"))
+    if layout.negatives not in bound.negatives_allowed:
+        raise ValueError(f"{name}: negatives={layout.negatives!r} is not defined for this bound; use one of "
+                         f"{bound.negatives_allowed} (or None)")
+    return scores, layout
+
+
 def call(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, positives, negatives, reg_weight,
          reg_target, reg_norm, backend) -> MIResult:
     """The body of every generated function: checks, layout, backend, then the bound's formula."""
     name = bound.name
     opts, reg = check_options(bound, name, options, reg_weight, reg_target, reg_norm)
     scores, positives, negatives = _scores_of(name, scores, joint, marginal, positives, negatives)
-    layout = resolve(scores, positives, negatives, infonce=bound.infonce_negatives, name=name)
-    if layout.kind not in bound.positive_kinds:
-        raise ValueError(f"{name}: positives as a {layout.kind} are not supported (one positive per row: None for the "
-                         "diagonal, or an integer index per row)")
+    scores, layout = layout_of(bound, scores, positives, negatives, name)
     for inp in bound.inputs:
         opts[inp.name] = inp.check(inputs[inp.name], scores, name)
-    _, row_stats = ops.FAMILY.select(backend, scores, name)
+    return run(bound, name, scores, layout, opts, reg, backend)
+
+
+def run(bound: Bound, name: str, scores, layout, opts: dict, reg: tuple, backend) -> MIResult:
+    """``bound`` on the row statistics of ``scores`` (checked, with its layout) from ``backend``."""
+    chosen, row_stats = ops.FAMILY.select(backend, scores, name)
     tau = math.inf if opts.get("clip") is None else float(opts["clip"])
 
     def stats_of(needed):
         st = row_stats(scores, layout, tau, sum(1 << k for k in needed))
         return {k: st[k] for k in needed}
 
-    return evaluate(bound, opts, reg, layout, stats_of)
+    second = bound.second_pass(scores, opts, chosen != "reference") if bound.second_pass else None
+    return evaluate(bound, opts, reg, layout, stats_of, second)
+
+
+def negative_lme(scores, positives=None, negatives=None, *, backend="auto", name="negative_lme") -> torch.Tensor:
+    """LME_N(S) = log mean_N exp S over TUBA's negative pairs (any layout, k negatives per anchor too),
+    from the row log-sum-exp statistic alone; NaN for a batch without a positive or a negative pair."""
+    scores = validate.tensor(scores, "scores", name, ndim=2)
+    scores, layout = layout_of(BOUNDS["tuba"], scores, positives, negatives, name)
+    _, row_stats = ops.FAMILY.select(backend, scores, name)
+    rs = RowStats({LSE: row_stats(scores, layout, math.inf, 1 << LSE)[LSE]}, layout)
+    return torch.where(rs.skip, torch.full_like(rs.lme_neg(), math.nan), rs.lme_neg())
 
 
 def _signature(bound: Bound) -> tuple[str, str]:

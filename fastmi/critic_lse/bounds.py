@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from .._core import validate
-from .contract import CLSE, CPOS, LSE, POS, PSP, SP
+from . import interpolated
+from .contract import CLSE, CPOS, LSE, NEGATIVES, POS, PSP, SP
 from .stats import RowStats
 
 
@@ -33,6 +34,7 @@ class Option:
     default: Any
     check: Callable[[Any, str], Any]
     doc: str = ""
+    cases: tuple = ()  # further values the derived test cases try (clip and flags are varied anyway)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,13 @@ class Bound:
     module: str = ""  # the fastmi.nn class name
     module_state: Optional[tuple] = None  # (input the module owns as a buffer, flag set to self.training): MINE
     positive_kinds: tuple = ("diag", "index", "mask")  # the layouts of positives the formula is defined for
+    negatives_allowed: tuple = NEGATIVES  # the sets of negatives the formula is defined for
+    sampled_negatives: bool = True  # accepts k negatives per anchor (negatives=k or an n x k index, sampled.py)
+    upper: bool = False  # an upper bound on MI: loss = +value (minimized to reduce MI) instead of -value
+    columns: bool = False  # the statistics run over the columns of the input (it is transposed first)
+    # a per-row vector the formula reads as ``rs.second_pass``, computed from the scores by a second pass
+    # (scores, options, tiled) -> [n]; tiled=True on the fused backends: O(n) memory beyond the scores
+    second_pass: Optional[Callable[[torch.Tensor, dict, bool], torch.Tensor]] = None
 
     def stats_needed(self, opts: dict, regularized: bool) -> tuple:
         return tuple(sorted(set(self.needs(opts)) | (set(self.reg_needs) if regularized else set())))
@@ -80,6 +89,10 @@ def _flag(arg):
 
 def _momentum(value, name):
     return validate.number(value, "momentum", name, low=0.0, high=1.0, high_strict=True)
+
+
+def _alpha(value, name):
+    return validate.number(value, "alpha", name, low=0.0, high=1.0)
 
 
 def _per_row(arg: str):
@@ -153,6 +166,29 @@ def flo_value(rs: RowStats, o) -> torch.Tensor:
     ratio = torch.where(rs.anchor, rs.anchor_lme() - rs[POS] - u, torch.full_like(u, -math.inf))
     terms = torch.where(rs.anchor, u, torch.zeros_like(u)) + torch.exp(ratio)
     return 1 - terms.sum() / rs._pos_div
+
+
+def alpha_tuba_value(rs: RowStats, o) -> torch.Tensor:
+    """1 + mean_i S_ii - sum_i Q_i / |N| - mean_N exp(S_ij - B_ii): the joint term's baselines B_ij (summed
+    per row into Q_i by the second pass) need every entry of the row; the marginal term's B_ii only the
+    row's off-diagonal log-sum-exp."""
+    alpha = o["alpha"]
+    a = o["log_baseline"].to(rs.dtype).expand(rs.pos_count.shape[0])
+    loo_mean = rs[LSE] - torch.log(rs.neg_count.clamp_min(1))  # log mean_{j != i} e^{S_ij}
+    if alpha == 0:
+        b_diag, q = a, a * rs.neg_count
+    elif alpha == 1:
+        b_diag, q = loo_mean, rs.second_pass
+    else:
+        b_diag, q = torch.logaddexp(math.log(alpha) + loo_mean, math.log1p(-alpha) + a), rs.second_pass
+    return 1 + rs.pos_mean() - q.sum() / rs._neg_div - rs.neg_exp_mean(b_diag)
+
+
+def alpha_tuba_second_pass(scores: torch.Tensor, o: dict, tiled: bool):
+    if o["alpha"] == 0:
+        return None  # B_ij = a_i: TUBA, no second pass
+    a = o["log_baseline"].to(scores.dtype if scores.dtype == torch.float64 else torch.float32)
+    return interpolated.baseline_row_sums(scores, a.expand(scores.shape[0]), o["alpha"], tiled=tiled)
 
 
 def js_value(rs: RowStats, o) -> torch.Tensor:
@@ -304,4 +340,42 @@ BOUNDS = {b.name: b for b in [
     log-sum-exp of the batch. ReFLO: + reg_weight * (log mean_N exp S - reg_target)^2.
     """,
         value=flo_value, needs=lambda o: (LSE, POS)),
+    Bound(
+        "alpha_tuba", module="AlphaTUBA", vector_form=False, positive_kinds=("diag",),
+        negatives_allowed=("off_positive", "off_diagonal"), sampled_negatives=False,
+        second_pass=alpha_tuba_second_pass,
+        options=(Option("alpha", 0.01, _alpha, "weight of the multi-sample (InfoNCE) baseline, in [0, 1]",
+                        cases=(0.0, 0.5, 1.0)),),
+        inputs=(Input("log_baseline", 0.0, _per_row("log_baseline"), "a_i, the learned log-baseline of each row "
+                      "(scalar or one per row; differentiable)", per_row=True),),
+        doc="""The interpolated bound I_alpha of Poole et al. (2019) between TUBA (alpha = 0) and InfoNCE
+    (alpha = 1), diagonal positives, negatives off the diagonal, with the baseline of row i
+
+        B_ij = log( alpha * mean_{k != j} exp S_ik + (1 - alpha) * exp a_i )
+        I = 1 + mean_{i != j} (S_ii - B_ij) - mean_{i != j} exp(S_ij - B_ii)
+
+    The multi-sample term of B_ij leaves out column j: for the joint term, one of the n - 1 negatives
+    of row i makes room for the positive, averaged over which one. Rows are the anchors, as in
+    fastmi's infonce and tuba (Poole et al. write the bound with y as the anchor: pass scores.T for
+    that orientation). alpha = 0 is TUBA with baseline a; alpha = 1 is InfoNCE over n - 1 samples
+    (<= log(n - 1)); a small alpha keeps InfoNCE's low variance without its log-batch cap. The sums over
+    j of B_ij run in a second pass over S (tiled: O(n) memory beyond S on the fused backends).
+    ReAlphaTUBA: + reg_weight * (log mean_N exp S - reg_target)^2.
+    """,
+        value=alpha_tuba_value, needs=lambda o: (LSE, POS)),
+    Bound(
+        "l1out", module="L1Out", vector_form=False, skip_rule="anchors", positive_kinds=("diag",),
+        negatives_allowed=("off_positive", "off_diagonal"), sampled_negatives=False, upper=True, columns=True,
+        doc="""L1Out (leave-one-out) upper bound of Cheng et al. (2020) on a log-density matrix
+    log_density[i, j] = log q(y_j | x_i) of a variational conditional q (rows x_i, columns y_j, as the
+    scores of every critic bound):
+
+        I_L1Out = mean_i [ log q(y_i | x_i) - log mean_{j != i} q(y_i | x_j) ]
+
+    The leave-one-out mean runs over the x's for a fixed y_i: a column statistic of log_density
+    (the CPU kernel reads it transposed, one copy). An upper bound on MI for a q close to p(y|x):
+    ``loss`` is +I_L1Out (minimize it to reduce MI); train q separately by maximizing
+    mean_i log q(y_i | x_i). For a Gaussian q, fastmi.functional.gaussian_l1out never builds the matrix.
+    """,
+        value=infonce_value, needs=lambda o: (LSE, POS), reg_stat=infonce_stat),
 ]}

@@ -30,12 +30,13 @@ def regularizer(stat: torch.Tensor, weight: float, target: float, norm: str = "l
     return weight * (d * d if norm == "l2" else d.abs())
 
 
-def finish(surrogate, value, stat, reg: tuple, skip) -> MIResult:
+def finish(surrogate, value, stat, reg: tuple, skip, upper: bool = False) -> MIResult:
     """The loss and the reported estimate; ``skip`` (0-d bool) marks a skipped batch. When the
     surrogate is the value itself no straight-through is needed (an infinite value stays infinite
-    instead of becoming inf - inf = NaN)."""
+    instead of becoming inf - inf = NaN). An upper bound is minimized as it is (loss = +bound)."""
     weight, target, norm = reg
-    loss = -(value if surrogate is value else straight_through(surrogate, value))
+    bound = value if surrogate is value else straight_through(surrogate, value)
+    loss = bound if upper else -bound
     if weight:
         loss = loss + regularizer(stat, weight, target, norm)
     loss = torch.where(skip, torch.zeros_like(loss), loss)
@@ -43,11 +44,13 @@ def finish(surrogate, value, stat, reg: tuple, skip) -> MIResult:
     return MIResult(loss, mi)
 
 
-def evaluate(bound: Bound, opts: dict, reg: tuple, layout, stats_of: Callable[[tuple], dict]) -> MIResult:
-    """``bound`` on the statistics ``stats_of(needed)`` returns ({stat: vector} for the needed ones)."""
+def evaluate(bound: Bound, opts: dict, reg: tuple, layout, stats_of: Callable[[tuple], dict],
+             second_pass=None) -> MIResult:
+    """``bound`` on the statistics ``stats_of(needed)`` returns ({stat: vector} for the needed ones)
+    and, for a bound with a second pass, its per-row vector."""
     needed = bound.stats_needed(opts, bool(reg[0]))
-    rs = RowStats(stats_of(needed), layout, bound.skip_rule)
+    rs = RowStats(stats_of(needed), layout, bound.skip_rule, second_pass)
     value = bound.value(rs, opts)
     surrogate = value if bound.surrogate is None else bound.surrogate(rs, opts)
     stat = bound.reg_stat(rs, opts) if reg[0] else None
-    return finish(surrogate, value, stat, reg, rs.skip)
+    return finish(surrogate, value, stat, reg, rs.skip, bound.upper)

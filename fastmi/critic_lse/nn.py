@@ -14,8 +14,9 @@ from torch import nn
 
 from .._core import registry
 from .bounds import BOUNDS, Bound
-from .layout import NEGATIVES
+from . import sampled
 from .api import FUNCTIONS, check_options
+from .baselines import LearnedBaseline, MovingAverageBaseline  # noqa: F401  (re-exported: fastmi.nn)
 
 
 class CriticLoss(nn.Module):
@@ -33,8 +34,7 @@ class CriticLoss(nn.Module):
                 raise TypeError(f"{name}: unexpected option {key!r}")
         given = {o.name: options.get(o.name, o.default) for o in self.bound.options}
         checked, _ = check_options(self.bound, name, given, reg_weight, reg_target, reg_norm)
-        if negatives is not None and negatives not in NEGATIVES:
-            raise ValueError(f"{name}: negatives must be one of {NEGATIVES} or None, got {negatives!r}")
+        negatives = sampled.check_spec(negatives, name)
         registry.check_name(backend, name)
         self.options = dict(negatives=negatives, reg_weight=reg_weight, reg_target=reg_target, reg_norm=reg_norm,
                             backend=backend, **{k: v for k, v in checked.items() if k in known})
@@ -83,4 +83,4 @@ def make_module(bound: Bound) -> type:
 
 MODULES = {b.module: make_module(b) for b in BOUNDS.values()}
 globals().update(MODULES)
-__all__ = list(MODULES)
+__all__ = list(MODULES) + ["LearnedBaseline", "MovingAverageBaseline"]

@@ -18,7 +18,8 @@ class RowStats:
     statistics read as zeros, so nothing computed from them can send inf or NaN into the gradient
     that the skipped step discards."""
 
-    def __init__(self, stats: dict[int, torch.Tensor], layout: Layout, skip_rule: str = "batch"):
+    def __init__(self, stats: dict[int, torch.Tensor], layout: Layout, skip_rule: str = "batch",
+                 second_pass: torch.Tensor | None = None):
         first = next(iter(stats.values()))
         dtype, dev = first.dtype, first.device
         self.pos_count = layout.positive_counts(dtype, dev)
@@ -32,6 +33,8 @@ class RowStats:
         self._pos_div = self.n_pos.clamp_min(1)
         self._neg_div = self.n_neg.clamp_min(1)
         self._stats = {k: torch.where(self.skip, torch.zeros_like(v), v) for k, v in stats.items()}
+        self._second = None if second_pass is None else torch.where(self.skip, torch.zeros_like(second_pass),
+                                                                     second_pass)
 
     def __getitem__(self, k: int) -> torch.Tensor:
         try:
@@ -39,6 +42,13 @@ class RowStats:
         except KeyError:
             raise LookupError(f"fastmi: the statistic {STATS[k]} was read but not requested "
                               f"(requested: {[STATS[i] for i in sorted(self._stats)]}); add it to the bound's needs") from None
+
+    @property
+    def second_pass(self) -> torch.Tensor:
+        """The bound's own per-row vector from its second pass over the scores (``Bound.second_pass``)."""
+        if self._second is None:
+            raise LookupError("fastmi: the bound read its second-pass vector but declares no second_pass")
+        return self._second
 
     @property
     def dtype(self) -> torch.dtype:

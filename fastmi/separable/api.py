@@ -7,14 +7,18 @@ and the positive score):
 
 Each equals the score-matrix function on ``x @ y.T / temperature``; the n x m matrix exists only tile
 by tile, forward and backward, so memory is O((n + m) d). ``positives``: None (the diagonal, n = m)
-or a column index per row. symmetric=True averages the x->y and y->x bounds (CLIP / SimCLR's NT-Xent
+or a column index per row. ``negatives``: as for the score matrix, including k negatives per anchor
+(an int k: the shifted columns i + 1..i + k; or an n x k index), evaluated on the n x (1 + k)
+matrix of row-wise dot products (O(n k + n d) memory). symmetric=True averages the x->y and y->x bounds (CLIP / SimCLR's NT-Xent
 with y the second view; diagonal positives). ``temperature``: a number or a learnable 1-element tensor.
 """
 from __future__ import annotations
 
 from .._core import validate
+from .._core.dtypes import upcast
 from .._core.result import MIResult
-from ..critic_lse.api import check_options
+from ..critic_lse import sampled
+from ..critic_lse.api import check_options, run
 from ..critic_lse.bounds import BOUNDS, Bound
 from ..critic_lse.contract import LSE, POS
 from ..critic_lse.evaluate import evaluate
@@ -35,6 +39,11 @@ def call(bound: Bound, name: str, x, y, temperature, normalize, symmetric, posit
         raise ValueError(f"{name}: symmetric=True needs diagonal positives (positives=None)")
     x, y = critic.check_pair(x, y, name)
     t = critic.check_temperature(temperature, x, name)
+    if sampled.is_sampled(negatives):
+        if symmetric:
+            raise ValueError(f"{name}: symmetric=True takes every negative of both directions; it does not combine "
+                             "with k negatives per anchor")
+        return _sampled(bound, name, x, y, t, normalize, positives, negatives, opts, reg, backend)
     layout = critic.layout_of(x, y, positives, negatives, infonce=bound.infonce_negatives, name=name)
     _, lse_stats = ops.FAMILY.select(backend, x, name)
     a, b = critic.scales(x, y, t, normalize, name)
@@ -46,6 +55,18 @@ def call(bound: Bound, name: str, x, y, temperature, normalize, symmetric, posit
 
     out = direction(row_lse)
     return _average(out, direction(col_lse)) if symmetric else out
+
+
+def _sampled(bound, name, x, y, t, normalize, positives, negatives, opts, reg, backend) -> MIResult:
+    """k negatives per anchor: the compact n x (1 + k) matrix from row-wise dot products (S is never
+    formed), then the bound on it through critic_lse's fused row statistics."""
+    a, b = critic.scales(x, y, t, normalize, name)
+    n, m = x.shape[0], y.shape[0]
+    pos = sampled.positive_columns(positives, n, m, x.device, name, what="x @ y.T")
+    idx = sampled.negative_columns(negatives, n, m, x.device, name, what="x @ y.T")
+    C = sampled.compact_separable(upcast(x), upcast(y), a, b, pos, idx)
+    layout = sampled.compact_layout(n, idx.shape[1], x.device, infonce=bound.infonce_negatives)
+    return run(bound, name, C, layout, opts, reg, backend)
 
 
 def make_function(bound: Bound):

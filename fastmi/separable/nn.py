@@ -13,7 +13,7 @@ from torch import nn
 
 from .._core import registry, validate
 from ..critic_lse.bounds import BOUNDS, Bound
-from ..critic_lse.layout import NEGATIVES
+from ..critic_lse import sampled
 from .api import FUNCTIONS
 
 
@@ -32,8 +32,7 @@ class SeparableLoss(nn.Module):
             raise ValueError(f"{name}: temperature must be positive and finite, got {temperature}")
         learn = validate.flag(learn_temperature, "learn_temperature", name)
         validate.regularization(reg_weight, reg_target, reg_norm, name)
-        if negatives is not None and negatives not in NEGATIVES:
-            raise ValueError(f"{name}: negatives must be one of {NEGATIVES} or None, got {negatives!r}")
+        negatives = sampled.check_spec(negatives, name)
         registry.check_name(backend, name)
         if learn:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(t)))

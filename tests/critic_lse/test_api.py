@@ -31,6 +31,12 @@ def make_layout(kind, n, m, gen):
         return torch.randint(0, m, (n,), generator=gen), None
     if kind == "index_offpos":
         return torch.randint(0, m, (n,), generator=gen), "off_positive"
+    if kind == "diag_shifted":  # k = 3 negatives per anchor: columns i + 1, i + 2, i + 3 (mod n)
+        return None, 3
+    if kind == "index_sampled":  # an n x 4 index of negative columns, repeats included
+        idx = torch.randint(0, m, (n, 4), generator=gen)
+        idx[0, 1] = idx[0, 0]
+        return torch.randint(0, m, (n,), generator=gen), idx
     mask = torch.rand(n, m, generator=gen) < 0.3
     mask[0, min(1, m - 1)] = True
     if kind == "mask":
@@ -51,7 +57,7 @@ def run(name, scores, backend, opts, positives, negatives, *, ref=False):
         out = getattr(R, name)(leaves[0], **kw)
     else:
         out = getattr(F, name)(leaves[0], backend=backend, **kw)
-    grads = torch.autograd.grad(out.loss, leaves)
+    grads = torch.autograd.grad(out.loss, leaves, materialize_grads=True)  # alpha_tuba(alpha=1) ignores its baseline
     return out.loss.detach().cpu(), out.mi.cpu(), [g.cpu() for g in grads]
 
 
@@ -64,19 +70,29 @@ def compare(name, opts, scores, positives, negatives, backend, rtol, atol):
         torch.testing.assert_close(g.double(), rg, rtol=rtol, atol=atol)
 
 
-LAYOUTS = ["diag", "diag_all", "index", "index_offpos", "mask", "mask_offpos"]
+LAYOUTS = ["diag", "diag_all", "index", "index_offpos", "mask", "mask_offpos", "diag_shifted", "index_sampled"]
+
+
+def defined(name, layout, positives, negatives) -> bool:
+    """Whether the bound is defined on the layout (else the test is skipped: test_edges checks the errors)."""
+    bound = BOUNDS[name]
+    if layout.split("_")[0] not in bound.positive_kinds:
+        return False
+    if isinstance(negatives, (int, torch.Tensor)):
+        return bound.sampled_negatives
+    return negatives is None or negatives in bound.negatives_allowed
 
 
 @pytest.mark.parametrize("backend", FUSED)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name,opts", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_matches_reference_float64(name, opts, layout, backend):
-    if layout.split("_")[0] not in BOUNDS[name].positive_kinds:
-        pytest.skip(f"{name} is defined for positives {BOUNDS[name].positive_kinds}")
     gen = torch.Generator().manual_seed(1)
     n, m = (17, 17) if layout.startswith("diag") else (17, 11)
     scores = 2 * torch.randn(n, m, generator=gen, dtype=torch.float64)
     positives, negatives = make_layout(layout, n, m, gen)
+    if not defined(name, layout, positives, negatives):
+        pytest.skip(f"{name} is not defined on the layout {layout}")
     compare(name, opts, scores, positives, negatives, backend, rtol=1e-10, atol=1e-12)
 
 

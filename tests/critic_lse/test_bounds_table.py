@@ -58,7 +58,8 @@ def test_declared_statistics_are_exactly_the_ones_read(name, monkeypatch):
 
             monkeypatch.setattr(RowStats, "__getitem__", spy)
             stats = {k: torch.randn(4, dtype=torch.float64) for k in declared}
-            evaluate(bound, opts, (0.3 if reg else 0.0, 0.0, "l2"), layout, lambda needed: stats)
+            second = torch.randn(4, dtype=torch.float64) if bound.second_pass else None
+            evaluate(bound, opts, (0.3 if reg else 0.0, 0.0, "l2"), layout, lambda needed: stats, second)
             monkeypatch.setattr(RowStats, "__getitem__", real_getitem)
             assert read == declared, (name, opts, reg, [STATS[k] for k in read], [STATS[k] for k in declared])
 

@@ -64,11 +64,17 @@ CASES = [
     ("nwj_separable", {}, 37, 37),
     ("nwj_separable", {"normalize": True, "temperature": 0.25, "reg_weight": 0.1}, 50, 50),
     ("nwj_separable", {"positives": "index", "negatives": "off_positive"}, 45, 71),
+    # k negatives per anchor: shifted (an int) or an n x k index, on the compact n x (1 + k) matrix
+    ("infonce_separable", {"negatives": 5, "temperature": 0.3}, 37, 37),
+    ("nwj_separable", {"negatives": 1, "normalize": True}, 37, 37),
+    ("dv_separable", {"positives": "index", "negatives": "sampled"}, 45, 71),
+    ("infonce_separable", {"positives": "index", "negatives": "sampled", "reg_weight": 0.2}, 45, 71),
 ]
 
 
 def _resolve(opts, idx):
-    return {k: (idx if v == "index" else v) for k, v in opts.items()}
+    sampled = torch.remainder(idx[:, None] * 7 + torch.arange(6)[None, :] * 5, 71)  # n x 6, some repeats
+    return {k: (idx if v == "index" else sampled if v == "sampled" else v) for k, v in opts.items()}
 
 
 @pytest.mark.parametrize("backend", FUSED)
