@@ -6,9 +6,11 @@
 from ._core import registry as _registry  # noqa: F401  (loads the extension and probes the backends once)
 from ._core.result import MIResult, NBMIMResult
 from . import functional, nn, reference  # noqa: E402  (importing the families registers their ops)
+from .estimation.train import MIEstimate, estimate_mi  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["MIResult", "NBMIMResult", "functional", "nn", "reference", "info", "__version__"]
+__all__ = ["MIResult", "NBMIMResult", "MIEstimate", "estimate_mi", "functional", "nn", "reference", "info",
+           "__version__"]
 
 
 def info() -> dict:
