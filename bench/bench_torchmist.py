@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -165,8 +166,8 @@ def main(argv=None) -> int:
             e = estimates[-1]
             print(f"{name:<14} {impl:<10} estimate {e['estimate']:.3f} +- {e['stderr']:.3f} (true {TRUE_MI}), "
                   f"{e['train_steps']} steps in {e['train_seconds']:.1f} s", flush=True)
-    meta = dict(date=now.isoformat(timespec="seconds"), command="python -m bench.bench_torchmist" +
-                ("".join(f" {x}" for x in (argv if argv is not None else sys.argv[1:]))),
+    meta = dict(date=now.isoformat(timespec="seconds"), command=shlex.join(["python", "-m", "bench.bench_torchmist",
+                                                                       *(argv if argv is not None else sys.argv[1:])]),
                 commit=_commit(), cpu=_cpu(), cores=os.cpu_count(), threads=a.threads, load=a.load,
                 torch=torch.__version__, torch_mist=version, skipped=skipped, batch_size_training=BATCH,
                 samples=8000 if a.quick else SAMPLES, true_mi=TRUE_MI, x_dim=cases.X_DIM, hidden=list(cases.HIDDEN),
