@@ -9,43 +9,57 @@ Each equals the score-matrix function on ``x @ y.T / temperature``; the n x m ma
 by tile, forward and backward, so memory is O((n + m) d). ``positives``: None (the diagonal, n = m)
 or a column index per row. symmetric=True averages the x->y and y->x bounds (CLIP / SimCLR's NT-Xent
 with y the second view; diagonal positives). ``temperature``: a number or a learnable 1-element tensor.
+
+``group=`` (a torch.distributed ProcessGroup or "world"): each rank passes its own rows of x and y
+and gets the loss of the concatenated batch (fastmi.separable.sharded; docs/distributed.md):
+negatives are every rank's columns, row i of rank r pairs with global column offset_r + i (or
+``positives``, then global column indices), memory per rank stays O((n_local + N) d).
 """
 from __future__ import annotations
 
-from .._core import validate
+from .._core import distributed
 from .._core.result import MIResult
-from ..critic_lse.api import check_options
 from ..critic_lse.bounds import BOUNDS, Bound
 from ..critic_lse.contract import LSE, POS
 from ..critic_lse.evaluate import evaluate
-from . import critic, ops
+from . import critic, ops, sharded
 
 
 def _average(a: MIResult, b: MIResult) -> MIResult:
     return MIResult((a.loss + b.loss) / 2, (a.mi + b.mi) / 2)
 
 
-def call(bound: Bound, name: str, x, y, temperature, normalize, symmetric, positives, negatives, reg_weight, reg_target,
-         reg_norm, backend) -> MIResult:
-    opts, reg = check_options(bound, name, {o.name: o.default for o in bound.options}, reg_weight, reg_target,
-                              reg_norm)
-    normalize = validate.flag(normalize, "normalize", name)
-    symmetric = validate.flag(symmetric, "symmetric", name)
-    if symmetric and positives is not None:
-        raise ValueError(f"{name}: symmetric=True needs diagonal positives (positives=None)")
-    x, y = critic.check_pair(x, y, name)
-    t = critic.check_temperature(temperature, x, name)
-    layout = critic.layout_of(x, y, positives, negatives, infonce=bound.infonce_negatives, name=name)
+def _local_statistics(bound: Bound, name: str, args: critic.Args, positives, negatives, backend):
+    x, y = args.x, args.y
+    layout = critic.layout_of(x.shape[0], y.shape[0], x.device, positives, negatives,
+                              infonce=bound.infonce_negatives, name=name)
     _, lse_stats = ops.FAMILY.select(backend, x, name)
-    a, b = critic.scales(x, y, t, normalize, name)
+    a, b = critic.scales(x, y, args.temperature, args.normalize, name)
     index = layout.pos_index if layout.kind == "index" else None
-    row_lse, col_lse, pos = lse_stats(x, y, a, b, index, critic.exclusion(layout), symmetric)
+    row_lse, col_lse, pos = lse_stats(x, y, a, b, index, critic.exclusion(layout), args.symmetric)
+    return layout, row_lse, col_lse, pos
+
+
+def call(bound: Bound, name: str, x, y, temperature, normalize, symmetric, positives, negatives, reg_weight, reg_target,
+         reg_norm, backend, group) -> MIResult:
+    group = distributed.resolve(group, name)
+
+    def check():
+        return critic.check_args(bound, name, x, y, temperature, normalize, symmetric, positives, reg_weight,
+                                 reg_target, reg_norm)
+
+    if group is None:
+        args = check()
+        layout, row_lse, col_lse, pos = _local_statistics(bound, name, args, positives, negatives, backend)
+    else:
+        args, layout, row_lse, col_lse, pos = sharded.statistics(bound, name, group, check, x, y, positives,
+                                                                 negatives, backend)
 
     def direction(lse):
-        return evaluate(bound, opts, reg, layout, lambda needed: {LSE: lse, POS: pos})
+        return evaluate(bound, args.opts, args.reg, layout, lambda needed: {LSE: lse, POS: pos})
 
     out = direction(row_lse)
-    return _average(out, direction(col_lse)) if symmetric else out
+    return _average(out, direction(col_lse)) if args.symmetric else out
 
 
 def make_function(bound: Bound):
@@ -54,9 +68,9 @@ def make_function(bound: Bound):
     if not set(bound.stats_needed(defaults, True)) <= {LSE, POS}:
         raise ValueError(f"{bound.name} is marked separable but needs statistics other than LSE and POS")
     source = (f"def {name}(x, y, *, temperature=1.0, normalize=False, symmetric=False, positives=None, negatives=None, "
-              "reg_weight=0.0, reg_target=0.0, reg_norm='l2', backend='auto'):\n"
+              "reg_weight=0.0, reg_target=0.0, reg_norm='l2', backend='auto', group=None):\n"
               f"    return _call(_bound, {name!r}, x, y, temperature, normalize, symmetric, positives, negatives, "
-              "reg_weight, reg_target, reg_norm, backend)\n")
+              "reg_weight, reg_target, reg_norm, backend, group)\n")
     namespace = {"_bound": bound, "_call": call}
     exec(compile(source, f"<fastmi.separable: {name}>", "exec"), namespace)  # noqa: S102
     fn = namespace[name]

@@ -1,4 +1,4 @@
-"""The separable critic S_ij = a_i b_j <x_i, y_j>: input checks, the per-row scales and the layout.
+"""The separable critic S_ij = a_i b_j <x_i, y_j>: argument checks, the per-row scales and the layout.
 
 a_i = 1 / (temperature |x_i|) and b_j = 1 / |y_j| (norms only for the cosine critic, normalize=True)
 stay in autograd (a learnable temperature gets its gradient through a), and apart from x and y, so
@@ -7,13 +7,43 @@ half inputs are never rounded by the scaling.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from .._core import validate
 from .._core.dtypes import acc_dtype
+from ..critic_lse.api import check_options
 from ..critic_lse.layout import Layout, resolve_shape
 from .ops import EXCLUDE_DIAG, EXCLUDE_NONE, EXCLUDE_POSITIVE
+
+
+@dataclass(frozen=True)
+class Args:
+    """The checked arguments of one call: the bound's options, the regularizer, the flags, x and y,
+    and the temperature (a number, or a 0-d tensor)."""
+
+    opts: dict
+    reg: tuple
+    normalize: bool
+    symmetric: bool
+    x: torch.Tensor
+    y: torch.Tensor
+    temperature: object
+
+
+def check_args(bound, name: str, x, y, temperature, normalize, symmetric, positives, reg_weight, reg_target,
+               reg_norm) -> Args:
+    """Every check that needs only this process's arguments (the layout needs the global sizes)."""
+    opts, reg = check_options(bound, name, {o.name: o.default for o in bound.options}, reg_weight, reg_target,
+                              reg_norm)
+    normalize = validate.flag(normalize, "normalize", name)
+    symmetric = validate.flag(symmetric, "symmetric", name)
+    if symmetric and positives is not None:
+        raise ValueError(f"{name}: symmetric=True needs diagonal positives (positives=None)")
+    check_positives(positives, name)
+    x, y = check_pair(x, y, name)
+    return Args(opts, reg, normalize, symmetric, x, y, check_temperature(temperature, x, name))
 
 
 def check_pair(x, y, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,12 +102,16 @@ def scales(x, y, temperature, normalize: bool, name: str) -> tuple[torch.Tensor,
     return a, b
 
 
-def layout_of(x, y, positives, negatives, *, infonce: bool, name: str) -> Layout:
+def check_positives(positives, name: str) -> None:
     if isinstance(positives, torch.Tensor) and positives.dtype == torch.bool:
         raise TypeError(f"{name}: positives must be None (the diagonal) or a column index per row; a boolean "
                         "mask is not supported by the separable critic (use fastmi.functional on x @ y.T)")
-    return resolve_shape(x.shape[0], y.shape[0], x.device, positives, negatives, infonce=infonce,
-                                 name=name, what="x @ y.T")
+
+
+def layout_of(n: int, m: int, device, positives, negatives, *, infonce: bool, name: str) -> Layout:
+    """The layout of the n x m matrix x @ y.T (built from the global sizes under group=)."""
+    check_positives(positives, name)
+    return resolve_shape(n, m, device, positives, negatives, infonce=infonce, name=name, what="x @ y.T")
 
 
 def exclusion(layout: Layout) -> int:
