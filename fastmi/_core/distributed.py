@@ -115,26 +115,27 @@ def _describe(field: str, value: int) -> str:
     return str(value)
 
 
-def agree(group, name: str, rows: Sequence, check: Callable[[], tuple], sizes: Sequence[str],
-          same: Sequence[str]) -> tuple[Any, dict, dict]:
+def agree(group, name: str, rows: Sequence, check: Callable[[], Any], facts: Callable[[Any], dict],
+          sizes: Sequence[str], same: Sequence[str]) -> tuple[Any, dict, dict]:
     """Run this rank's checks and compare the ranks' facts in one all_gather of a few integers.
 
-    ``check()`` returns (result, facts): ``facts`` maps each name of ``sizes`` (per-rank row counts)
-    and of ``same`` (what every rank must share: feature size, "dtype" as ``dtype_code``, "options"
-    as a ``fingerprint``) to an int. ``rows``: the tensors whose first dimension is this rank's rows;
+    ``check()`` runs the argument checks and returns what the caller needs; ``facts(result)`` maps
+    each name of ``sizes`` (per-rank row counts) and of ``same`` (what every rank must share: feature
+    size, "dtype" as ``dtype_code``, "options" as a ``fingerprint``) to an int. ``rows``: the tensors whose first dimension is this rank's rows;
     zero rows on any rank is an error (checked before ``check``). Returns (result, {size name:
     Shards}, {same name: the shared value}). Raises the same kind of error on every rank when a rank's check failed (that
     rank raises its own error), a rank has zero rows, or the ranks disagree on a ``same`` fact."""
     fields = tuple(sizes) + tuple(same)
-    result, error, status, facts = None, None, _OK, {}
+    result, error, status, known = None, None, _OK, {}
     if any(isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == 0 for t in rows):
         status = _NO_ROWS
     else:
         try:
-            result, facts = check()
+            result = check()
+            known = facts(result)
         except (TypeError, ValueError) as e:  # the argument checks' errors: sent as a status, re-raised below
             error, status = e, _TYPE_ERROR if isinstance(e, TypeError) else _VALUE_ERROR
-    mine = torch.tensor([status] + [int(facts.get(f, 0)) for f in fields], dtype=torch.int64,
+    mine = torch.tensor([status] + [int(known.get(f, 0)) for f in fields], dtype=torch.int64,
                         device=_meta_device(group))
     world = dist.get_world_size(group)
     table = mine.new_empty((world * mine.numel(),))

@@ -18,19 +18,23 @@ joint and marginal pairs, as the authors' code does.
 Non-finite scores propagate the way ``torch.logsumexp`` propagates them (NaN in, NaN out); they are
 not an error, so that the check costs no device synchronization. A batch with no positive pair
 (an all-False mask), or with no negative pair, is skipped: loss 0 with zero gradient, mi NaN; an
-InfoNCE anchor with no positive or no negative is left out. fp16/bf16 scores are computed
+InfoNCE anchor with no positive or no negative is left out. ``group=`` (a torch.distributed
+ProcessGroup or "world"): each rank passes its own score rows (or joint/marginal values) and gets
+the bound over every rank's rows, each row with the positives and negatives its rank gave it
+(fastmi.critic_lse.sharded). fp16/bf16 scores are computed
 with fp32 accumulation and give fp32 results on every backend. Second-order gradients need
 backend="reference" (the fused backward kernels raise under create_graph=True).
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
-from .._core import validate
+from .._core import distributed, validate
 from .._core.result import MIResult
-from . import ops
+from . import ops, sharded
 from .bounds import BOUNDS, Bound
 from .evaluate import evaluate
 from .layout import resolve
@@ -66,9 +70,26 @@ def check_options(bound: Bound, name: str, options: dict, reg_weight, reg_target
     return {opt.name: opt.check(options[opt.name], name) for opt in bound.options}, reg
 
 
-def call(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, positives, negatives, reg_weight,
-         reg_target, reg_norm, backend) -> MIResult:
-    """The body of every generated function: checks, layout, backend, then the bound's formula."""
+class Prepared(NamedTuple):
+    """A call's checked arguments: the scores (n x m), their layout, the options with the per-call
+    inputs, the regularizer, the backend's row-statistics function and the clip value tau."""
+
+    scores: torch.Tensor
+    layout: object
+    opts: dict
+    reg: tuple
+    row_stats: object
+    tau: float
+
+    def statistics(self, needed) -> dict:
+        """{statistic: its length-n vector} for the statistics ``needed``."""
+        st = self.row_stats(self.scores, self.layout, self.tau, sum(1 << k for k in needed))
+        return {k: st[k] for k in needed}
+
+
+def prepare(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, positives, negatives, reg_weight,
+            reg_target, reg_norm, backend) -> Prepared:
+    """Checks, layout and backend: everything before the statistics."""
     name = bound.name
     opts, reg = check_options(bound, name, options, reg_weight, reg_target, reg_norm)
     scores, positives, negatives = _scores_of(name, scores, joint, marginal, positives, negatives)
@@ -80,12 +101,22 @@ def call(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, pos
         opts[inp.name] = inp.check(inputs[inp.name], scores, name)
     _, row_stats = ops.FAMILY.select(backend, scores, name)
     tau = math.inf if opts.get("clip") is None else float(opts["clip"])
+    return Prepared(scores, layout, opts, reg, row_stats, tau)
 
-    def stats_of(needed):
-        st = row_stats(scores, layout, tau, sum(1 << k for k in needed))
-        return {k: st[k] for k in needed}
 
-    return evaluate(bound, opts, reg, layout, stats_of)
+def call(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, positives, negatives, reg_weight,
+         reg_target, reg_norm, backend, group=None) -> MIResult:
+    """The body of every generated function: checks, layout, backend, then the bound's formula."""
+    group = distributed.resolve(group, bound.name)
+
+    def checked() -> Prepared:
+        return prepare(bound, scores, inputs, joint, marginal, options, positives, negatives, reg_weight, reg_target,
+                       reg_norm, backend)
+
+    if group is not None:
+        return sharded.call(bound, group, checked, (scores, joint, marginal))
+    p = checked()
+    return evaluate(bound, p.opts, p.reg, p.layout, p.statistics)
 
 
 def _signature(bound: Bound) -> tuple[str, str]:
@@ -93,12 +124,13 @@ def _signature(bound: Bound) -> tuple[str, str]:
     positional = ["scores=None"] + [f"{i.name}={i.default!r}" for i in bound.inputs]
     keyword = (["joint=None", "marginal=None"] if bound.vector_form else []) + \
         [f"{o.name}={o.default!r}" for o in bound.options] + \
-        ["positives=None", "negatives=None", "reg_weight=0.0", "reg_target=0.0", "reg_norm='l2'", "backend='auto'"]
+        ["positives=None", "negatives=None", "reg_weight=0.0", "reg_target=0.0", "reg_norm='l2'", "backend='auto'",
+         "group=None"]
     inputs = "{" + ", ".join(f"{i.name!r}: {i.name}" for i in bound.inputs) + "}"
     options = "{" + ", ".join(f"{o.name!r}: {o.name}" for o in bound.options) + "}"
     vector = "joint, marginal" if bound.vector_form else "None, None"
     args = (f"_bound, scores, {inputs}, {vector}, {options}, positives, negatives, reg_weight, reg_target, reg_norm, "
-            "backend")
+            "backend, group")
     return ", ".join(positional) + ", *, " + ", ".join(keyword), args
 
 

@@ -51,15 +51,18 @@ def statistics(bound, name: str, group, check, x, y, positives, negatives, backe
         index = _local_index(positives, args.x, name)
         a, b = critic.scales(args.x, args.y, args.temperature, args.normalize, name)
         _, lse_stats = ops.FAMILY.select(backend, args.x, name)
+        return args, index, a, b, lse_stats
+
+    def facts(checked):
+        args = checked[0]
         t = args.temperature if not isinstance(args.temperature, torch.Tensor) else "learned"
         options = distributed.fingerprint(bound.name, sorted(args.opts.items()), args.reg, args.normalize,
                                           args.symmetric, positives is None, negatives, t)
-        facts = {"x rows": n, "y rows": m, "feature size": args.x.shape[1],
-                 "dtype": distributed.dtype_code(args.x.dtype), "options": options}
-        return (args, index, a, b, lse_stats), facts
+        return {"x rows": args.x.shape[0], "y rows": args.y.shape[0], "feature size": args.x.shape[1],
+                "dtype": distributed.dtype_code(args.x.dtype), "options": options}
 
     (args, index, a, b, lse_stats), shards, _ = distributed.agree(
-        group, name, (x, y), local, sizes=("x rows", "y rows"), same=("feature size", "dtype", "options"))
+        group, name, (x, y), local, facts, sizes=("x rows", "y rows"), same=("feature size", "dtype", "options"))
     rows, cols = shards["x rows"], shards["y rows"]
     device = args.x.device
     every_index = None if index is None else distributed.gather_rows(index, rows)
