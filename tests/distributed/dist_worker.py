@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,11 @@ assert all(sum(ROWS[w]) == N and sum(COLS[w]) == M for w in ROWS)
 
 
 # --- the harness -----------------------------------------------------------------------------------
-def _entry(rank, world_size, rendezvous, out, fn, args):
+def _entry(rank, world_size, rendezvous, out, fastmi_path, fn, args):
+    import fastmi
+
+    if fastmi.__file__ != fastmi_path:
+        raise RuntimeError(f"rank {rank} imported {fastmi.__file__}, the test process {fastmi_path}")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=120))
@@ -43,11 +48,40 @@ def _entry(rank, world_size, rendezvous, out, fn, args):
         dist.destroy_process_group()
 
 
+# Start-up dominates these tests (importing torch, its compiler stack for DDP, and fastmi takes
+# seconds per process): a fork server imports them once and forks every rank from there. It has
+# run no thread pool, so forking it is safe; without fork servers (not Linux) each rank starts fresh.
+PRELOAD = ["torch", "torch._dynamo", "torch.distributed", "torch.nn.parallel", "fastmi.functional", "fastmi.nn",
+           "oracle", "dist_worker"]
+
+
+def _start_method() -> str:
+    if "forkserver" not in mp.get_all_start_methods():
+        return "spawn"
+    from multiprocessing import forkserver
+
+    mp.get_context("forkserver").set_forkserver_preload(PRELOAD)
+    # the server must import from this process's path (Python 3.11's fork server ignores it)
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
+    return "forkserver"
+
+
 def spawn(fn, world_size: int, *args, deadline: float = 600.0) -> list:
     """[what fn returned on rank 0, rank 1, ...]; raises if a rank fails or the deadline passes."""
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = mp.start_processes(_entry, args=(world_size, os.path.join(tmp, "rendezvous"), tmp, fn, args),
-                                 nprocs=world_size, join=False, start_method="spawn")
+        import fastmi
+
+        ctx = mp.start_processes(_entry, args=(world_size, os.path.join(tmp, "rendezvous"), tmp, fastmi.__file__, fn,
+                                               args),
+                                 nprocs=world_size, join=False, start_method=_start_method())
         end = time.monotonic() + deadline
         while not ctx.join(timeout=5):
             if time.monotonic() > end:
@@ -256,8 +290,15 @@ def extras(rank: int, world_size: int) -> dict:
     return out
 
 
+DDP_STEPS, DDP_BATCH = 4, 31  # an odd global batch: the two shards differ in size
+
+
 def everything(rank: int, world_size: int, skip: tuple) -> dict:
-    return {"cases": run_cases(rank, world_size, skip), "errors": errors(rank, world_size)}
+    """All that the tests check, from one spawn: the cases, bad use and (2 ranks) the DDP example."""
+    out = {"cases": run_cases(rank, world_size, skip), "errors": errors(rank, world_size)}
+    if world_size == 2:
+        out["ddp"] = ddp_example(rank, world_size, DDP_STEPS, DDP_BATCH)
+    return out
 
 
 # --- bad use ---------------------------------------------------------------------------------------
@@ -297,3 +338,22 @@ def errors(rank: int, world_size: int) -> dict:
     }
     out["after"] = float(F.infonce_separable(x, y, group="world").mi)
     return out
+
+
+# --- the DDP example ---------------------------------------------------------------------------------
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples",
+                       "ddp_contrastive.py")
+
+
+def load_example():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ddp_contrastive", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ddp_example(rank: int, world_size: int, steps: int, batch: int):
+    """examples/ddp_contrastive.py's training under DDP in this spawned group: (parameters, history)."""
+    return load_example().train(steps, batch)

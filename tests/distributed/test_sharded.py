@@ -5,7 +5,7 @@ single-process values on the concatenation of the shards (so their mean over the
 identically on every rank; each local input's gradient is world_size x the oracle's gradient of its
 rows; a parameter every rank holds gets gradients whose mean over the ranks is the oracle's. Shards
 are uneven, and one rank holds a single row at world size 3. Bad use raises on every rank, and the
-ranks stay in step afterwards. One spawn per world size runs everything (dist_worker.everything).
+ranks stay in step afterwards. One spawn per world size runs everything (conftest.spawned).
 """
 import math
 import os
@@ -17,7 +17,6 @@ import torch
 import fastmi.functional as F
 import fastmi.nn
 import oracle
-from helpers import available
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dist_worker as W  # noqa: E402
@@ -28,10 +27,9 @@ CASES = {c.id: c for c in W.CASES}
 
 
 @pytest.fixture(scope="module", params=WORLD_SIZES, ids=lambda w: f"world{w}")
-def ranks(request):
+def ranks(request, spawned):
     """(world size, [what every rank computed])."""
-    skip = tuple(c.id for c in W.CASES if c.backend == "triton" and not available("separable", "triton"))
-    return request.param, W.spawn(W.everything, request.param, skip)
+    return request.param, spawned(request.param)
 
 
 def _sizes(world_size, how):
