@@ -37,7 +37,7 @@ GROUP_DOC = ("group: None (this process's rows only), \"world\", or a torch.dist
              "each rank passes its own rows and gets the loss of the concatenated batch")
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_OK, _TYPE_ERROR, _VALUE_ERROR, _NO_ROWS = 0, 1, 2, 3
+_OK, _TYPE_ERROR, _VALUE_ERROR, _NO_ROWS, _OTHER = 0, 1, 2, 3, 4
 
 
 def check_group(group, name: str):
@@ -102,17 +102,29 @@ def fingerprint(*options) -> int:
     return zlib.crc32(repr(options).encode()) & 0x7FFFFFFF
 
 
-def _meta_device(group) -> torch.device:
-    # NCCL moves only CUDA tensors; gloo (and "cpu:gloo,cuda:nccl") takes CPU tensors
-    if str(dist.get_backend(group)) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+def _meta_device(group, rows: Sequence) -> torch.device:
+    # NCCL moves only CUDA tensors (the inputs' device, else the current one); gloo, and
+    # "cpu:gloo,cuda:nccl", take CPU tensors
+    if str(dist.get_backend(group)) != "nccl":
+        return torch.device("cpu")
+    for t in rows:
+        if isinstance(t, torch.Tensor) and t.is_cuda:
+            return t.device
+    return torch.device("cuda", torch.cuda.current_device())
 
 
-def _describe(field: str, value: int) -> str:
+def _disagreement(name: str, field: str, values: tuple) -> Exception:
+    if field == "options":
+        odd = [r for r, v in enumerate(values) if v != values[0]]
+        return ValueError(f"{name}: the ranks must agree on the options (rank {', '.join(map(str, odd))} differ from "
+                          "rank 0): pass the same keyword arguments, and inputs of the same shape past the batch "
+                          "dimension, on every rank")
     if field == "dtype":
-        return str(_DTYPES[value]) if value < len(_DTYPES) else "a non-floating dtype"
-    return str(value)
+        names = [str(_DTYPES[v]) if v < len(_DTYPES) else "a non-floating dtype" for v in values]
+        return TypeError(f"{name}: the ranks must agree on the dtype ("
+                         + ", ".join(f"rank {r}: {n}" for r, n in enumerate(names)) + ")")
+    return ValueError(f"{name}: the ranks must agree on the {field} ("
+                      + ", ".join(f"rank {r}: {v}" for r, v in enumerate(values)) + ")")
 
 
 def agree(group, name: str, rows: Sequence, check: Callable[[], Any], facts: Callable[[Any], dict],
@@ -121,10 +133,11 @@ def agree(group, name: str, rows: Sequence, check: Callable[[], Any], facts: Cal
 
     ``check()`` runs the argument checks and returns what the caller needs; ``facts(result)`` maps
     each name of ``sizes`` (per-rank row counts) and of ``same`` (what every rank must share: feature
-    size, "dtype" as ``dtype_code``, "options" as a ``fingerprint``) to an int. ``rows``: the tensors whose first dimension is this rank's rows;
-    zero rows on any rank is an error (checked before ``check``). Returns (result, {size name:
-    Shards}, {same name: the shared value}). Raises the same kind of error on every rank when a rank's check failed (that
-    rank raises its own error), a rank has zero rows, or the ranks disagree on a ``same`` fact."""
+    size, "dtype" as ``dtype_code``, "options" as a ``fingerprint``) to an int. ``rows``: the
+    tensors whose first dimension is this rank's rows; zero rows on any rank is an error (checked
+    before ``check``). Returns (result, {size name: Shards}, {same name: the shared value}). Raises
+    on every rank when a rank's check failed (that rank raises its own error, the others an error of
+    the same type naming it), a rank has zero rows, or the ranks disagree on a ``same`` fact."""
     fields = tuple(sizes) + tuple(same)
     result, error, status, known = None, None, _OK, {}
     if any(isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == 0 for t in rows):
@@ -133,10 +146,11 @@ def agree(group, name: str, rows: Sequence, check: Callable[[], Any], facts: Cal
         try:
             result = check()
             known = facts(result)
-        except (TypeError, ValueError) as e:  # the argument checks' errors: sent as a status, re-raised below
-            error, status = e, _TYPE_ERROR if isinstance(e, TypeError) else _VALUE_ERROR
+        except Exception as e:  # noqa: BLE001 - sent as a status (no rank may be left waiting), re-raised below
+            error = e
+            status = _TYPE_ERROR if isinstance(e, TypeError) else _VALUE_ERROR if isinstance(e, ValueError) else _OTHER
     mine = torch.tensor([status] + [int(known.get(f, 0)) for f in fields], dtype=torch.int64,
-                        device=_meta_device(group))
+                        device=_meta_device(group, rows))
     world = dist.get_world_size(group)
     table = mine.new_empty((world * mine.numel(),))
     _all_gather_single(table, mine, group)
@@ -146,16 +160,15 @@ def agree(group, name: str, rows: Sequence, check: Callable[[], Any], facts: Cal
     for code, kind, what in ((_NO_ROWS, ValueError, "passed zero rows; every rank needs at least one row (e.g. "
                               "DistributedSampler(..., drop_last=True) keeps every shard non-empty)"),
                              (_VALUE_ERROR, ValueError, "rejected its inputs (ValueError raised there)"),
-                             (_TYPE_ERROR, TypeError, "rejected its inputs (TypeError raised there)")):
+                             (_TYPE_ERROR, TypeError, "rejected its inputs (TypeError raised there)"),
+                             (_OTHER, RuntimeError, "failed in its argument checks (see the error raised there)")):
         bad = [r for r, row in enumerate(table) if row[0] == code]
         if bad:
             raise kind(f"{name}: rank {', '.join(map(str, bad))} (of {world} in the group) {what}")
     values = {f: tuple(row[1 + k] for row in table) for k, f in enumerate(fields)}
     for f in same:
         if len(set(values[f])) > 1:
-            ranks = ", ".join(f"rank {r}: {_describe(f, v)}" for r, v in enumerate(values[f]))
-            kind = TypeError if f == "dtype" else ValueError
-            raise kind(f"{name}: the ranks must agree on the {f} ({ranks})")
+            raise _disagreement(name, f, values[f])
     rank = dist.get_rank(group)
     return result, {f: Shards(group, rank, values[f]) for f in sizes}, {f: values[f][0] for f in same}
 
@@ -222,6 +235,8 @@ class _GatherRows(Function):
     @staticmethod
     def forward(ctx, t: torch.Tensor, shards: Shards):
         ctx.shards = shards
+        if shards.world_size == 1:  # nothing to move: no copy either
+            return t.view_as(t)
         longest = max(shards.sizes)
         out = t.new_empty((shards.world_size * longest,) + tuple(t.shape[1:]))
         _all_gather_single(out, _padded(t, longest), shards.group)
@@ -232,6 +247,8 @@ class _GatherRows(Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         shards = ctx.shards
+        if shards.world_size == 1:
+            return grad, None
         longest = max(shards.sizes)
         if all(s == longest for s in shards.sizes):
             full = grad.contiguous()

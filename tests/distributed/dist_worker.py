@@ -26,8 +26,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 # Shard sizes: one rank with a single row at world size 3.
-ROWS = {2: (3, 5), 3: (1, 4, 3)}
-COLS = {2: (4, 2), 3: (2, 1, 3)}
+ROWS = {1: (8,), 2: (3, 5), 3: (1, 4, 3)}
+COLS = {1: (6,), 2: (4, 2), 3: (2, 1, 3)}
 N, M, D = 8, 6, 5
 assert all(sum(ROWS[w]) == N and sum(COLS[w]) == M for w in ROWS)
 
@@ -295,7 +295,7 @@ DDP_STEPS, DDP_BATCH = 4, 31  # an odd global batch: the two shards differ in si
 
 def everything(rank: int, world_size: int, skip: tuple) -> dict:
     """All that the tests check, from one spawn: the cases, bad use and (2 ranks) the DDP example."""
-    out = {"cases": run_cases(rank, world_size, skip), "errors": errors(rank, world_size)}
+    out = {"cases": run_cases(rank, world_size, skip), "errors": errors(rank, world_size) if world_size > 1 else {}}
     if world_size == 2:
         out["ddp"] = ddp_example(rank, world_size, DDP_STEPS, DDP_BATCH)
     return out

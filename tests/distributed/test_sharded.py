@@ -1,4 +1,4 @@
-"""group=: 2 and 3 spawned CPU processes (gloo) against the float64 oracle on the concatenated batch.
+"""group=: 2 and 3 (and 1) spawned CPU processes (gloo) against the float64 oracle on the concatenated batch.
 
 The contract (fastmi._core.distributed): on every rank the loss and the estimates equal the
 single-process values on the concatenation of the shards (so their mean over the ranks does too),
@@ -22,13 +22,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dist_worker as W  # noqa: E402
 
 TOL = dict(rtol=1e-10, atol=1e-10, equal_nan=True)
-WORLD_SIZES = [2, 3]
+WORLD_SIZES = [1, 2, 3]  # 1: a one-rank group takes the same path
 CASES = {c.id: c for c in W.CASES}
 
 
 @pytest.fixture(scope="module", params=WORLD_SIZES, ids=lambda w: f"world{w}")
 def ranks(request, spawned):
     """(world size, [what every rank computed])."""
+    return request.param, spawned(request.param)
+
+
+@pytest.fixture(scope="module", params=[w for w in WORLD_SIZES if w > 1], ids=lambda w: f"world{w}")
+def several_ranks(request, spawned):
     return request.param, spawned(request.param)
 
 
@@ -129,8 +134,8 @@ BAD_USE = {  # case -> (exception type on every rank, what every message says, w
 
 
 @pytest.mark.parametrize("case", list(BAD_USE))
-def test_bad_use_raises_on_every_rank_without_a_hang(ranks, case):
-    world_size, results = ranks
+def test_bad_use_raises_on_every_rank_without_a_hang(several_ranks, case):
+    world_size, results = several_ranks
     kind, everyone, failing = BAD_USE[case]
     last = world_size - 1
     for r, res in enumerate(results):
