@@ -29,6 +29,7 @@ import math
 import torch
 
 from .._core import validate
+from .._core.dtypes import acc_dtype
 from .._core.result import MIResult
 from . import ops
 from .bounds import BOUNDS, Bound
@@ -81,11 +82,13 @@ def call(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, pos
     _, row_stats = ops.FAMILY.select(backend, scores, name)
     tau = math.inf if opts.get("clip") is None else float(opts["clip"])
 
-    def stats_of(needed):
-        st = row_stats(scores, layout, tau, sum(1 << k for k in needed))
-        return {k: st[k] for k in needed}
+    def stats_of(needed, exp):
+        out = row_stats(scores, layout, tau, sum(1 << k for k in needed), exp)
+        st = out if exp is None else out[0]
+        picked = {k: st[k] for k in needed}
+        return picked if exp is None else (picked, *out[1:])
 
-    return evaluate(bound, opts, reg, layout, stats_of)
+    return evaluate(bound, opts, reg, layout, stats_of, acc_dtype(scores.dtype), scores.device)
 
 
 def _signature(bound: Bound) -> tuple[str, str]:

@@ -13,6 +13,7 @@ with y the second view; diagonal positives). ``temperature``: a number or a lear
 from __future__ import annotations
 
 from .._core import validate
+from .._core.dtypes import acc_dtype
 from .._core.result import MIResult
 from ..critic_lse.api import check_options
 from ..critic_lse.bounds import BOUNDS, Bound
@@ -34,18 +35,34 @@ def call(bound: Bound, name: str, x, y, temperature, normalize, symmetric, posit
     if symmetric and positives is not None:
         raise ValueError(f"{name}: symmetric=True needs diagonal positives (positives=None)")
     x, y = critic.check_pair(x, y, name)
+    if normalize:
+        validate.nonzero_rows(x, "x", name)
+        validate.nonzero_rows(y, "y", name)
     t = critic.check_temperature(temperature, x, name)
     layout = critic.layout_of(x, y, positives, negatives, infonce=bound.infonce_negatives, name=name)
-    _, lse_stats = ops.FAMILY.select(backend, x, name)
-    a, b = critic.scales(x, y, t, normalize, name)
+    _, separable_stats = ops.FAMILY.select(backend, x, name)
+    inv_t = critic.inverse_temperature(t, x)
     index = layout.pos_index if layout.kind == "index" else None
-    row_lse, col_lse, pos = lse_stats(x, y, a, b, index, critic.exclusion(layout), symmetric)
+    exclude = critic.exclusion(layout)
+    dtype = acc_dtype(x.dtype)
 
-    def direction(lse):
-        return evaluate(bound, opts, reg, layout, lambda needed: {LSE: lse, POS: pos})
+    def direction(rows, cols, given=None):
+        """The bound on S (rows = x) or on S^T (rows = y); ``given``: (lse, pos) already computed."""
+        def stats_of(needed, exp):
+            if given is not None and exp is None:
+                return {LSE: given[0], POS: given[1]}
+            lse, _, pos, E = separable_stats(rows, cols, inv_t, normalize, index, exclude, False,
+                                             None if exp is None else exp[1])
+            return {LSE: lse, POS: pos} if exp is None else ({LSE: lse, POS: pos}, E, None)
 
-    out = direction(row_lse)
-    return _average(out, direction(col_lse)) if symmetric else out
+        return evaluate(bound, opts, reg, layout, stats_of, dtype, x.device)
+
+    if not symmetric:
+        return direction(x, y)
+    if bound.exp_shift is not None:  # an exponential term per direction: one pass each
+        return _average(direction(x, y), direction(y, x))
+    row_lse, col_lse, pos, _ = separable_stats(x, y, inv_t, normalize, index, exclude, True, None)
+    return _average(direction(x, y, (row_lse, pos)), direction(y, x, (col_lse, pos)))
 
 
 def make_function(bound: Bound):
