@@ -49,6 +49,9 @@ def bound_cases():
             elif isinstance(o.default, bool):
                 cases.append((name, {o.name: not o.default, **({"clip": 0.5} if "clip" in {p.name for p in b.options}
                                                                   else {})}))
+            for choice in o.choices:
+                if choice != o.default:
+                    cases.append((name, {o.name: choice}))
         for i in b.inputs:
             if i.per_row:
                 clip = {"clip": 2.0} if "clip" in {o.name for o in b.options} else {}

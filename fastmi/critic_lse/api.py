@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 
 from .._core import distributed, validate
+from .._core.dtypes import acc_dtype
 from .._core.result import MIResult
 from . import ops, sharded
 from .bounds import BOUNDS, Bound
@@ -81,10 +82,13 @@ class Prepared(NamedTuple):
     row_stats: object
     tau: float
 
-    def statistics(self, needed) -> dict:
-        """{statistic: its length-n vector} for the statistics ``needed``."""
-        st = self.row_stats(self.scores, self.layout, self.tau, sum(1 << k for k in needed))
-        return {k: st[k] for k in needed}
+    def statistics(self, needed, exp=None):
+        """{statistic: its length-n vector} for the statistics ``needed``; with ``exp`` (the bound's
+        exponential term, ``evaluate.exp_request``) the triple ({...}, E, a) (``ops``)."""
+        out = self.row_stats(self.scores, self.layout, self.tau, sum(1 << k for k in needed), exp)
+        st = out if exp is None else out[0]
+        picked = {k: st[k] for k in needed}
+        return picked if exp is None else (picked, *out[1:])
 
 
 def prepare(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, positives, negatives, reg_weight,
@@ -116,7 +120,7 @@ def call(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, pos
     if group is not None:
         return sharded.call(bound, group, checked, (scores, joint, marginal))
     p = checked()
-    return evaluate(bound, p.opts, p.reg, p.layout, p.statistics)
+    return evaluate(bound, p.opts, p.reg, p.layout, p.statistics, acc_dtype(p.scores.dtype), p.scores.device)
 
 
 def _signature(bound: Bound) -> tuple[str, str]:

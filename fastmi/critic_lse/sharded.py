@@ -15,7 +15,9 @@ import torch
 
 from .._core import distributed
 from .._core.result import MIResult
-from .evaluate import evaluate
+from .._core.dtypes import acc_dtype
+from .contract import NUM_STATS
+from .evaluate import evaluate, exp_request
 
 
 class RowCounts:
@@ -42,13 +44,41 @@ def call(bound, group, prepare, rows) -> MIResult:
     p, shards, _ = distributed.agree(group, name, [r for r in rows if r is not None], prepare, facts,
                                      sizes=("rows",), same=("dtype", "options"))
     needed = bound.stats_needed(p.opts, bool(p.reg[0]))
-    stats = p.statistics(needed)
+    first_dt = acc_dtype(p.scores.dtype)
+    dev = p.scores.device
+    exp = exp_request(bound, p.opts, p.reg, p.layout, first_dt, dev)  # with this rank's |N|
+    local_exp = exp is not None and not callable(exp[1])
+    if local_exp:
+        stats, E, _ = p.statistics(needed, exp)
+    else:
+        stats, E = p.statistics(needed), None
     first = stats[needed[0]]
-    n, dt, dev = first.shape[0], first.dtype, first.device
+    n, dt = first.shape[0], first.dtype
     per_row = [i.name for i in bound.inputs if i.per_row]
-    columns = [stats[k] for k in needed] + [p.layout.positive_counts(dt, dev), p.layout.negative_counts(dt, dev)]
+    neg = p.layout.negative_counts(dt, dev)
+    columns = [stats[k] for k in needed] + [p.layout.positive_counts(dt, dev), neg]
     columns += [p.opts[k].to(dt).expand(n) for k in per_row]
+    if local_exp:  # E_i = exp(LSE_i - a_i - log |N_rank|), with the rank's |N| to rescale it globally
+        columns += [E, neg.sum().clamp_min(1).expand(n)]
     every = distributed.gather_rows(torch.stack(columns, 1), shards["rows"]).unbind(1)
     k = len(needed)
-    opts = dict(p.opts, **dict(zip(per_row, every[k + 2:])))
-    return evaluate(bound, opts, p.reg, RowCounts(every[k], every[k + 1]), lambda _: dict(zip(needed, every[:k])))
+    opts = dict(p.opts, **dict(zip(per_row, every[k + 2:k + 2 + len(per_row)])))
+    counts = RowCounts(every[k], every[k + 1])
+    gathered = dict(zip(needed, every[:k]))
+    if local_exp:  # exp(LSE_i - a_i - log |N|) with the global |N|
+        E = every[-2] * (every[-1] / every[k + 1].sum().clamp_min(1))
+
+    def stats_of(_needed, want):
+        if want is None:
+            return gathered
+        if E is not None:
+            return gathered, E, None
+        # a shift that depends on the whole batch (MINE's moving average): from the gathered LSE,
+        # exact values, with the gradient through exp(LSE) (no finiteness guarantee for its row)
+        st = torch.zeros(NUM_STATS, every[0].shape[0], dtype=dt, device=dev)
+        for key, v in gathered.items():
+            st[key] = v.detach()
+        slot, shift = want
+        return gathered, torch.exp(gathered[slot] - shift(st)), None
+
+    return evaluate(bound, opts, p.reg, counts, stats_of, dt, dev)

@@ -111,11 +111,15 @@ def mmd_imq_prior(z, *, sigma=1.0, n_prior=None, scale=None, scales=None, estima
 
         MMD^2(z, p) with k(a, b) = C / (C + ||a - b||^2), C = scale (default K, independent of sigma)
 
-    ``generator`` (a torch.Generator on z's device) makes the draw reproducible. ``group=``: each rank
+    ``generator`` (a torch.Generator on z's device) makes the draw reproducible in eager mode. It
+    cannot be traced by torch.compile(fullgraph=True): there, leave it None and seed torch's default
+    generator (torch.manual_seed), or draw p outside the compiled function with the generator and call
+    ``mmd_imq(z, p)`` inside (a RuntimeError says so). ``group=``: each rank
     draws n_prior samples (default: its own rows) and the MMD^2 is between the codes and the prior
     samples of every rank (as ``mmd_imq(..., group=)``); seed each rank's generator differently.
     """
     name = "mmd_imq_prior"
+    validate.generator(generator, name, "p = sigma * torch.randn(n, K, generator=g), then F.mmd_imq(z, p) inside")
 
     def draw():
         codes = validate.tensor(z, "z", name, ndim=2)
@@ -137,7 +141,8 @@ def gaussian_kl(mu, std, *, sigma=1.0) -> torch.Tensor:
 
         KL(N(mu, diag std^2) || N(0, sigma^2 I)) = 1/2 sum_d [ (std^2 + mu^2) / sigma^2 - 1 - log(std^2 / sigma^2) ]
 
-    mu and std have the same shape (B x K, or B x ...); std must be > 0. Elementwise, so plain
+    mu and std have the same shape (B x K, or B x ...: summed over all but the first dimension; a 1-D
+    input is B one-dimensional codes); std must be > 0. Elementwise, so plain
     PyTorch on every backend; fp16/bf16 are computed in fp32.
     """
     name = "gaussian_kl"
@@ -155,7 +160,7 @@ def gaussian_kl(mu, std, *, sigma=1.0) -> torch.Tensor:
     s2 = s * s
     var = std * std
     kl = 0.5 * ((var + mu * mu) / s2 - 1.0 - torch.log(var / s2))
-    return kl.reshape(kl.shape[0], -1).sum(1).mean() if kl.dim() > 1 else kl.sum()
+    return kl.reshape(kl.shape[0], -1).sum(1).mean()
 
 
 __all__ = ["mmd_imq", "mmd_imq_prior", "gaussian_kl", "WAE_SCALES"]

@@ -17,7 +17,10 @@ negatives are every rank's columns, row i of rank r pairs with global column off
 """
 from __future__ import annotations
 
+import torch
+
 from .._core import distributed
+from .._core.dtypes import acc_dtype
 from .._core.result import MIResult
 from ..critic_lse.bounds import BOUNDS, Bound
 from ..critic_lse.contract import LSE, POS
@@ -29,15 +32,37 @@ def _average(a: MIResult, b: MIResult) -> MIResult:
     return MIResult((a.loss + b.loss) / 2, (a.mi + b.mi) / 2)
 
 
-def _local_statistics(bound: Bound, name: str, args: critic.Args, positives, negatives, backend):
+def directions(bound: Bound, args: critic.Args, layout, stats, given=None) -> MIResult:
+    """The bound from the op's statistics: on S, and for symmetric=True the mean with the bound on
+    S^T. ``stats(rows, cols, want_cols, exp_shift) -> (row_lse, col_lse, pos, E)`` runs the op;
+    ``given``: (row_lse, col_lse, pos, E) already computed for both directions (group=)."""
     x, y = args.x, args.y
-    layout = critic.layout_of(x.shape[0], y.shape[0], x.device, positives, negatives,
-                              infonce=bound.infonce_negatives, name=name)
-    _, lse_stats = ops.FAMILY.select(backend, x, name)
-    a, b = critic.scales(x, y, args.temperature, args.normalize, name)
-    index = layout.pos_index if layout.kind == "index" else None
-    row_lse, col_lse, pos = lse_stats(x, y, a, b, index, critic.exclusion(layout), args.symmetric)
-    return layout, row_lse, col_lse, pos
+    dtype = acc_dtype(x.dtype)
+
+    def direction(rows, cols, known=None):
+        def stats_of(needed, exp):
+            if known is None:
+                lse, _, pos, E = stats(rows, cols, False, None if exp is None else exp[1])
+            else:
+                lse, pos, E = known
+                if exp is not None and E is None:  # from the statistic itself: exact values, but a
+                    E = torch.exp(lse - exp[1])    # gradient through exp(lse) (group= columns only)
+            return {LSE: lse, POS: pos} if exp is None else ({LSE: lse, POS: pos}, E, None)
+
+        return evaluate(bound, args.opts, args.reg, layout, stats_of, dtype, x.device)
+
+    if given is not None:
+        row_lse, col_lse, pos, E = given
+        out = direction(x, y, (row_lse, pos, E))
+        if not args.symmetric:
+            return out
+        return _average(out, direction(y, x, (col_lse, pos, None)))
+    if not args.symmetric:
+        return direction(x, y)
+    if bound.exp_shift is not None:  # an exponential term per direction: one pass each
+        return _average(direction(x, y), direction(y, x))
+    row_lse, col_lse, pos, _ = stats(x, y, True, None)
+    return _average(direction(x, y, (row_lse, pos, None)), direction(y, x, (col_lse, pos, None)))
 
 
 def call(bound: Bound, name: str, x, y, temperature, normalize, symmetric, positives, negatives, reg_weight, reg_target,
@@ -48,18 +73,21 @@ def call(bound: Bound, name: str, x, y, temperature, normalize, symmetric, posit
         return critic.check_args(bound, name, x, y, temperature, normalize, symmetric, positives, reg_weight,
                                  reg_target, reg_norm)
 
-    if group is None:
-        args = check()
-        layout, row_lse, col_lse, pos = _local_statistics(bound, name, args, positives, negatives, backend)
-    else:
-        args, layout, row_lse, col_lse, pos = sharded.statistics(bound, name, group, check, x, y, positives,
-                                                                 negatives, backend)
+    if group is not None:
+        args, layout, given = sharded.statistics(bound, name, group, check, x, y, positives, negatives, backend)
+        return directions(bound, args, layout, None, given)
+    args = check()
+    layout = critic.layout_of(args.x.shape[0], args.y.shape[0], args.x.device, positives, negatives,
+                              infonce=bound.infonce_negatives, name=name)
+    _, separable_stats = ops.FAMILY.select(backend, args.x, name)
+    inv_t = critic.inverse_temperature(args.temperature, args.x)
+    index = layout.pos_index if layout.kind == "index" else None
+    exclude = critic.exclusion(layout)
 
-    def direction(lse):
-        return evaluate(bound, args.opts, args.reg, layout, lambda needed: {LSE: lse, POS: pos})
+    def stats(rows, cols, want_cols, exp_shift):
+        return separable_stats(rows, cols, inv_t, args.normalize, index, exclude, want_cols, exp_shift)
 
-    out = direction(row_lse)
-    return _average(out, direction(col_lse)) if args.symmetric else out
+    return directions(bound, args, layout, stats)
 
 
 def make_function(bound: Bound):

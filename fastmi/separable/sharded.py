@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 
 from .._core import distributed
+from .._core.dtypes import acc_dtype
+from ..critic_lse.evaluate import exp_request
 from . import critic, ops
 from .ops import EXCLUDE_DIAG, EXCLUDE_NONE, EXCLUDE_POSITIVE
 
@@ -40,7 +42,9 @@ def _local_index(positives, x: torch.Tensor, name: str):
 
 
 def statistics(bound, name: str, group, check, x, y, positives, negatives, backend):
-    """(args, global layout, row_lse [N], col_lse [M] or empty, pos [N]), the same on every rank."""
+    """(args, global layout, (row_lse [N], col_lse [M] or empty, pos [N], E [N] or None)), the same on
+    every rank. E: the bound's exponential term per row (its exp_shift, with the global |N|), from the
+    op with its own gradient path; the columns' (symmetric) is made from col_lse by the caller."""
 
     def local():
         args = check()
@@ -49,9 +53,8 @@ def statistics(bound, name: str, group, check, x, y, positives, negatives, backe
             raise ValueError(f"{name}: with group=, diagonal positives (positives=None) pair row i of x with row i "
                              f"of y on each rank, but this rank has {n} rows of x and {m} of y")
         index = _local_index(positives, args.x, name)
-        a, b = critic.scales(args.x, args.y, args.temperature, args.normalize, name)
-        _, lse_stats = ops.FAMILY.select(backend, args.x, name)
-        return args, index, a, b, lse_stats
+        _, separable_stats = ops.FAMILY.select(backend, args.x, name)
+        return args, index, separable_stats
 
     def facts(checked):
         args = checked[0]
@@ -61,7 +64,7 @@ def statistics(bound, name: str, group, check, x, y, positives, negatives, backe
         return {"x rows": args.x.shape[0], "y rows": args.y.shape[0], "feature size": args.x.shape[1],
                 "dtype": distributed.dtype_code(args.x.dtype), "options": options}
 
-    (args, index, a, b, lse_stats), shards, _ = distributed.agree(
+    (args, index, separable_stats), shards, _ = distributed.agree(
         group, name, (x, y), local, facts, sizes=("x rows", "y rows"), same=("feature size", "dtype", "options"))
     rows, cols = shards["x rows"], shards["y rows"]
     device = args.x.device
@@ -72,11 +75,14 @@ def statistics(bound, name: str, group, check, x, y, positives, negatives, backe
     if exclude == EXCLUDE_DIAG and layout.kind == "index":
         raise ValueError(f"{name}: with group=, negatives='off_diagonal' needs diagonal positives (positives=None); "
                          "with a column index per row use negatives='all' or 'off_positive'")
-    y_all = distributed.gather_rows(args.y, cols)
-    b_all = distributed.gather_rows(b, cols) if args.normalize else b.new_ones(cols.total)
+    y_all = distributed.gather_rows(args.y, cols)  # the op makes the cosine critic's norms of every column
     column = rows.local_rows(device) if index is None else index  # each local row's positive, a global column
     op_exclude = EXCLUDE_NONE if exclude == EXCLUDE_NONE else EXCLUDE_POSITIVE  # the diagonal is the positive here
-    row_lse, col_part, pos = lse_stats(args.x, y_all, a, b_all, column, op_exclude, args.symmetric)
+    dtype = acc_dtype(args.x.dtype)
+    shift = exp_request(bound, args.opts, args.reg, layout, dtype, device)
+    inv_t = critic.inverse_temperature(args.temperature, args.x)
+    row_lse, col_part, pos, E = separable_stats(args.x, y_all, inv_t, args.normalize, column, op_exclude,
+                                                args.symmetric, None if shift is None else shift[1])
     col_lse = distributed.logsumexp_across(col_part, group) if args.symmetric else col_part
-    every = distributed.gather_rows(torch.stack([row_lse, pos], 1), rows)
-    return args, layout, every[:, 0], col_lse, every[:, 1]
+    every = distributed.gather_rows(torch.stack([row_lse, pos] + ([E] if shift is not None else []), 1), rows)
+    return args, layout, (every[:, 0], col_lse, every[:, 1], every[:, 2] if shift is not None else None)
