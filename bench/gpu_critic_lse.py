@@ -9,7 +9,7 @@ SIZES = [4096, 16384]
 
 
 def run(ctx) -> None:
-    impls = [("fused", b) for b in ctx.fused_backends(("triton", "cuda"))] + [("reference", None), ("compiled", None)]
+    impls = ctx.impls(("triton", "cuda"))
     for dtype_name in ctx.args.dtypes:
         dtype = getattr(torch, dtype_name)
         for n in ctx.args.sizes or SIZES:

@@ -7,10 +7,11 @@ import torch
 from bench import fd_jacobian_cases as fdj
 
 SIZES = [500, 4096]
+CASES = fdj.CASES
 
 
 def run(ctx) -> None:
-    impls = [("fused", b) for b in ctx.fused_backends(("triton",))] + [("reference", None), ("compiled", None)]
+    impls = ctx.impls(("triton",))
     for dtype_name in ctx.args.dtypes:
         dtype = getattr(torch, dtype_name)
         for B in ctx.args.sizes or SIZES:

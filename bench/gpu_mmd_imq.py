@@ -9,6 +9,7 @@ import torch
 from bench import mmd_imq_cases
 
 SIZES = [4096, 16384]
+CASES = mmd_imq_cases.CASES
 
 
 def fp32_matmul_rate(do_bench) -> float:
@@ -26,7 +27,7 @@ def fp32_matmul_rate(do_bench) -> float:
 def run(ctx) -> None:
     peak = fp32_matmul_rate(ctx.do_bench)
     print(f"{ctx.device}: measured fp32 (IEEE) matmul rate {peak / 1e12:.1f} TFLOP/s")
-    impls = [("fused", b) for b in ctx.fused_backends(("triton", "cuda"))] + [("reference", None), ("compiled", None)]
+    impls = ctx.impls(("triton", "cuda"))
     for dtype_name in ctx.args.dtypes:
         dtype = getattr(torch, dtype_name)
         for n in ctx.args.sizes or SIZES:

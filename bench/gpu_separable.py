@@ -1,6 +1,9 @@
 """separable on CUDA for bench/gpu.py: InfoNCE / CLIP on embeddings (d = 256), fused (Triton: the
 n x n matrix never exists) vs the dense reference (x @ y.T then InfoNCE) eager and compiled.
-Includes n = 65536, where the dense path needs tens of GB: the fused one runs in O(n d)."""
+Includes n = 65536, where the dense path needs tens of GB: the fused one runs in O(n d); and, in a
+default run (no --sizes), the large-batch case: InfoNCE at n = 2^20 in bfloat16, fused only (the dense
+matrix would take 4 TiB), e.g. ``python bench/gpu.py --families separable --sizes 1048576 --cases infonce
+--dtypes bfloat16 --impls fused``."""
 from __future__ import annotations
 
 import torch
@@ -8,16 +11,16 @@ import torch
 from bench.separable_cases import CASES, grad_bytes, inputs, loss_fn, step
 
 SIZES = [16384, 65536]
+LARGE = 1 << 20  # the large-batch case (bfloat16, fused only)
 D = 256
 
 
-def run(ctx) -> None:
-    impls = [("fused", b) for b in ctx.fused_backends(("triton",))] + [("reference", None), ("compiled", None)]
-    for dtype_name in ctx.args.dtypes:
+def _measure(ctx, impls, dtype_names, sizes, cases) -> None:
+    for dtype_name in dtype_names:
         dtype = getattr(torch, dtype_name)
-        for n in ctx.args.sizes or SIZES:
+        for n in sizes:
             xy = inputs(n, D, device="cuda", dtype=dtype)
-            for name in ctx.args.cases or list(CASES):
+            for name in cases:
                 if name not in CASES:
                     continue
                 times = {}
@@ -39,3 +42,11 @@ def run(ctx) -> None:
                 ctx.print_ratios(times)
             del xy
             torch.cuda.empty_cache()
+
+
+def run(ctx) -> None:
+    impls = ctx.impls(("triton",))
+    _measure(ctx, impls, ctx.args.dtypes, ctx.args.sizes or SIZES, ctx.args.cases or list(CASES))
+    fused = [i for i in impls if i[0] == "fused"]
+    if ctx.args.sizes is None and fused and "infonce" in (ctx.args.cases or CASES):
+        _measure(ctx, fused, ["bfloat16"], [LARGE], ["infonce"])

@@ -41,15 +41,21 @@ def _measure(name: str, impl: str, n: int, family: str) -> int:
     return _status("VmHWM:") - base - grads
 
 
-def peak_extra_bytes(name: str, impl: str, n: int, family: str = "critic_lse") -> int | None:
-    """Measured in a fresh child process; None where /proc is not available."""
+def in_child(module: str, *args) -> int | None:
+    """``python -m <module> <args>`` in a fresh child process with the low mmap threshold; its last
+    stdout line (a JSON number). None where /proc is not available."""
     if not os.path.exists("/proc/self/clear_refs"):
         return None
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-m", "bench.memory", name, impl, str(n), family], env=env, cwd=root,
+    out = subprocess.run([sys.executable, "-m", module, *map(str, args)], env=env, cwd=root,
                          capture_output=True, text=True, check=True)
     return int(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def peak_extra_bytes(name: str, impl: str, n: int, family: str = "critic_lse") -> int | None:
+    """Measured in a fresh child process; None where /proc is not available."""
+    return in_child("bench.memory", name, impl, n, family)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
     infonce_sep     F.infonce_separable(f(x), g(y))       InfoNCE(SeparableCritic(f, g), neg_samples=0)
     infonce_joint   F.infonce(T(x_i, y_j))                InfoNCE(JointCritic(h), neg_samples=0)
     nwj_joint       F.nwj(T(x_i, y_j))  (off-diagonal)    NWJ(JointCritic(h), neg_samples=-1)
-    js_joint        F.js(T, nwj_shift=True)               JS(JointCritic(h), neg_samples=-1)
+    js_joint        F.js(T, value="nwj_shifted")               JS(JointCritic(h), neg_samples=-1)
 
 T = <f(x), g(y)> (fastmi.nn.separable_critic) or h([x, y]) (fastmi.nn.joint_critic, whose layers
 torch-mist's JointCritic runs as one network on the concatenated pairs). A step is the loss of one
@@ -33,7 +33,7 @@ CASES = {
     "infonce_sep": ("infonce", "separable", lambda c, x, y: F.infonce_separable(*c.embed(x, y)), "InfoNCE", 0),
     "infonce_joint": ("infonce", "joint", lambda c, x, y: F.infonce(c.scores(x, y)), "InfoNCE", 0),
     "nwj_joint": ("nwj", "joint", lambda c, x, y: F.nwj(c.scores(x, y)), "NWJ", -1),
-    "js_joint": ("js", "joint", lambda c, x, y: F.js(c.scores(x, y), nwj_shift=True), "JS", -1),
+    "js_joint": ("js", "joint", lambda c, x, y: F.js(c.scores(x, y), value="nwj_shifted"), "JS", -1),
 }
 
 

@@ -11,6 +11,9 @@
 // Statistics whose bit is not set in `need` are written as 0.
 // Positives: the diagonal (no index, no mask), one column per row (pos_index), or a mask.
 // Negatives (neg_mode): 0 all entries, 1 entries that are not positives, 2 entries off the diagonal.
+// Backward of sum_k G_k stat_k: the terms G_LSE exp(S_ij - LSE_i) and G_CLSE exp(clip(S_ij) - CLSE_i)
+// are skipped where G is 0 or the statistic is +-inf (they are 0 at every finite entry; G may then
+// be inf or NaN), so that one infinite score does not turn its row's finite gradients into NaN.
 #pragma once
 
 namespace fastmi {

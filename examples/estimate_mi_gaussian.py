@@ -58,7 +58,7 @@ def value_at_truth(estimator: str, x, y, rho, options: dict) -> float:
     if estimator == "nwj":
         return float(F.nwj(S + 1).mi)  # NWJ's optimal critic is 1 + log p(y|x) / p(y)
     if estimator == "js":
-        return float(F.js(S, nwj_shift=True).mi)
+        return float(F.js(S, value="nwj_shifted").mi)
     if estimator in ("tuba", "alpha_tuba"):
         return float(getattr(F, estimator)(S, 0.0, **opts).mi)  # log E_y e^T*(x, y) = 0
     if estimator == "flo":

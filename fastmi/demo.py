@@ -1,123 +1,160 @@
-"""``fastmi demo`` (``make demo``): estimate the MI of correlated Gaussians with several bounds
-through the fused kernels, print the estimates beside the true value, then time fused vs
-reference on score matrices, then run separable InfoNCE at a batch the dense path cannot hold, then
-two short paper experiments (``fastmi run remine_onehot --quick``: Choi & Lee's one-hot drift, ~15 s;
-``fastmi run nb_dms_2d`` on circles, moons and blobs: Neural Bayes' manifold separation, ~20 s).
+"""``fastmi demo`` (``make demo``): fastmi's case in a few minutes on a laptop-class CPU.
 
-Data: x, y in R^20 with I(x; y) known (``fastmi.data.correlated_gaussian``). Critic: separable,
-T(x, y) = <f(x), g(y)> with two MLPs (20-256-256-32). Each estimator trains its own critic with
-Adam (lr 5e-4) on fresh batches; the estimate is the mean over the last steps.
+1. the same loss values and gradients as plain PyTorch, the fused speed-up and the memory saved
+   (``fastmi.demo_kernels``);
+2. separable InfoNCE at a batch whose n x n matrix this machine could not hold
+   (``fastmi.demo_large_batch``);
+3. MI estimates of six bounds on correlated Gaussians beside the known truth, each with the reason
+   its value sits where it does (``fastmi.demo_mi``);
+4. two short paper experiments, each ending in a verdict line against the paper (their full tables
+   and figures are in the run folders).
+
+Threads: training uses ``--threads`` (default 1): its matrices are small, and on a shared CPU the
+OpenMP threads wait for each other (measured on a 2-core machine at load average 9-11: 300 steps of
+section 3 took 5-13 s with 1 thread, 112-155 s with 2). The kernel sections use all cores, unless the
+load average already fills them (then 1 thread: n = 16384 separable InfoNCE took 5.6-6.1 s with 1
+thread, 7.3-7.8 s with 2 at load 11); ``--kernel-threads`` sets it.
 """
 from __future__ import annotations
 
 import argparse
-import math
-import platform
+import contextlib
+import io
+import os
 import time
+from pathlib import Path
 
 import torch
-from torch import nn
 
-from . import demo_large_batch
-from .critic_lse.ops import FAMILY as _CRITIC_LSE
-from . import functional as F
-from .data import correlated_gaussian
-from .timing import forward_backward, time_call
-
-ESTIMATORS = {
-    "InfoNCE": lambda s: F.infonce(s),
-    "DV": lambda s: F.dv(s),
-    "NWJ": lambda s: F.nwj(s),
-    "JS (NWJ value)": lambda s: F.js(s),
-    "SMILE (tau=5)": lambda s: F.smile(s, clip=5.0),
-    "ReDV (lambda=0.1)": lambda s: F.dv(s, reg_weight=0.1),
-}
+from . import _ext, demo_kernels, demo_large_batch, demo_mi
+from .experiments.command import OneLineParser
 
 
-def _mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, dim_out))
+def _onehot_verdict(r: dict) -> str:
+    sweep = {float(c): s for c, s in r["target_sweep"].items()}
+    follows = all(abs(s["final_second"] - c) < 0.3 for c, s in sweep.items())
+    mis = [s["final_mi"] for s in sweep.values()]
+    steady = max(mis) - min(mis) < 0.5
+    terms = ", ".join(f"C={c:g}: {s['final_second']:+.2f}" for c, s in sorted(sweep.items()))
+    ok = "reproduced" if follows and steady else "NOT reproduced"
+    return (f"Fig 4: ReDV's second term settles at its target ({terms}) while the estimate stays put "
+            f"({min(mis):.2f}-{max(mis):.2f} nats): {ok}. (DV's slow drift of Fig 1 needs the paper's 3000 steps: "
+            "fastmi run remine_onehot)")
 
 
-def train_estimate(loss_fn, *, mi: float, dim: int, batch: int, steps: int, seed: int) -> float:
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    f, g = _mlp(dim, 256, 32), _mlp(dim, 256, 32)
-    opt = torch.optim.Adam(list(f.parameters()) + list(g.parameters()), lr=5e-4)
-    tail = []
-    for step in range(steps):
-        x, y = correlated_gaussian(batch, dim, mi, generator=gen)
-        scores = f(x) @ g(y).T
-        loss, est = loss_fn(scores)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step >= steps - max(1, steps // 5):
-            tail.append(float(est))
-    return sum(tail) / len(tail) if tail else math.nan
+def _dms_verdict(r: dict) -> str:
+    aris = {d: v["ari"][0] for d, v in r["datasets"].items()}
+    ok = "reproduced" if all(a >= 0.99 for a in aris.values()) else "NOT reproduced"
+    return (f"Fig 1: adjusted Rand index {', '.join(f'{d} {a:.3f}' for d, a in aris.items())} "
+            f"(paper: every manifold separated, ARI 1): {ok}")
 
 
-def timing_table(sizes, repeat: int):
-    rows = []
-    for n in sizes:
-        scores = torch.randn(n, n, generator=torch.Generator().manual_seed(n))
-        for name, fn in (("infonce", F.infonce), ("dv", F.dv), ("nwj", F.nwj), ("smile", F.smile)):
-            fused = time_call(forward_backward(lambda s: fn(s), scores), repeat=repeat)
-            ref = time_call(forward_backward(lambda s: fn(s, backend="reference"), scores), repeat=repeat)
-            rows.append((name, n, ref * 1e3, fused * 1e3, ref / fused))
-    return rows
-
-
-# the paper experiments of the demo and their arguments (each well under a minute on one core)
+# the paper experiments of the demo: settings (--set), and the verdict line of their results
 DEMO_RUNS = {
-    "remine_onehot": ["--quick"],                                   # Choi & Lee: DV/NWJ drift vs ReDV/ReNWJ
-    "nb_dms_2d": ["--set", "datasets=circles,moons,blobs"],          # Neural Bayes Fig 1 without the 6-min spirals
+    "remine_onehot": ({"steps": 600, "drift_window": 200, "ckpt_every": 200, "batches": (100,),
+                       "sweep_targets": (-2.0, 0.0, 2.0)}, _onehot_verdict),
+    "nb_dms_2d": ({"datasets": ("circles", "moons", "blobs")}, _dms_verdict),
 }
+
+
+def run_paper_experiment(name: str, runs: Path, threads: int) -> None:
+    """Run ``name`` with the demo's settings into ``runs/<name>-seed0`` (replacing the demo's own
+    earlier run there), print its verdict line."""
+    import dataclasses
+
+    from .experiments import get_experiment, runner
+
+    module = get_experiment(name)
+    over, verdict = DEMO_RUNS[name]
+    cfg = dataclasses.replace(module.Config(), **over)
+    cfg.validate()
+    sets = " ".join(f"--set {k}={','.join(str(x) for x in v) if isinstance(v, tuple) else v}" for k, v in over.items())
+    print(f"   {name} ({module.SUMMARY.split(':')[0]}): fastmi run {name} {sets}", flush=True)
+    ctx = runner.RunContext(name=name, run_dir=runs / f"{name}-seed0", overwrite=True, progress=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):   # the table: in the run folder
+            results = runner.run_experiment(module, cfg, ctx)
+    finally:
+        torch.set_num_threads(before)
+    print(f"     {verdict(results)}  [{time.perf_counter() - t0:.0f} s; table and figures: {ctx.run_dir}]", flush=True)
+
+
+def parser() -> OneLineParser:
+    p = OneLineParser(prog="fastmi demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="*", default=[2048], help="n of the score-matrix table (default 2048)")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference) in the table")
+    p.add_argument("--large-n", default="auto",
+                   help="batch of the large-batch section: auto (the smallest this machine's memory could not hold "
+                        f"densely, {demo_large_batch.AUTO_MIN}-{demo_large_batch.AUTO_MAX}), a number, or 0 to skip")
+    p.add_argument("--large-d", type=int, default=32)
+    p.add_argument("--mi", type=float, default=2.0, help="true MI of the estimation section, nats (default 2)")
+    p.add_argument("--dim", type=int, default=10)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--mi-steps", type=int, default=600, help="training steps per bound (0 skips the section)")
+    p.add_argument("--eval-n", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the training sections (default 1)")
+    p.add_argument("--kernel-threads", type=int, default=0,
+                   help="torch threads of sections 1-2 (default 0: all cores, or 1 when the load average fills them)")
+    p.add_argument("--experiments", default=",".join(DEMO_RUNS),
+                   help=f"paper experiments to run, comma-separated, among {', '.join(DEMO_RUNS)} ('' skips)")
+    p.add_argument("--runs", default="runs/demo", help="folder of the demo's run folders (replaced on each demo)")
+    return p
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="fastmi demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--mi", type=float, default=4.0, help="true MI in nats (default 4)")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048])
-    p.add_argument("--large-n", type=int, default=50000, help="batch of the large-batch section (0 skips it)")
-    p.add_argument("--large-d", type=int, default=32)
-    p.add_argument("--experiments", default="remine_onehot,nb_dms_2d",
-                   help=f"paper experiments run at the end, comma-separated, among {', '.join(DEMO_RUNS)} ('' skips)")
-    p.add_argument("--runs", default="runs", help="parent folder of the experiment's run folder")
+    p = parser()
     args = p.parse_args(argv)
     names = [e for e in args.experiments.split(",") if e]
     unknown = [e for e in names if e not in DEMO_RUNS]
     if unknown:
-        p.error(f"--experiments: unknown {unknown}; choose among {', '.join(DEMO_RUNS)}")
+        p.error(f"--experiments: unknown {', '.join(unknown)}; choose among {', '.join(DEMO_RUNS)}")
+    if args.large_n != "auto" and not args.large_n.isdigit():
+        p.error(f"--large-n must be auto or a number, got {args.large_n!r}")
+    if args.threads < 1 or args.kernel_threads < 0 or args.mi_steps < 0 or args.batch < 2 or args.eval_n < 2 or args.mi <= 0:
+        p.error("--threads >= 1, --kernel-threads >= 0, --mi-steps >= 0, --batch >= 2, --eval-n >= 2 and --mi > 0 needed")
+    runs = Path(args.runs)
+    if runs.exists() and not runs.is_dir():
+        p.error(f"--runs: {runs} is a file, not a folder")
 
-    backend, _ = _CRITIC_LSE.select("auto", torch.empty(0), "demo")
-    print(f"fastmi demo: torch {torch.__version__}, {torch.get_num_threads()} threads, backend for CPU tensors: {backend}")
-    print(f"\nMI estimation: x, y in R^20, true I(x;y) = {args.mi:.3f} nats, batch {args.batch} "
-          f"(InfoNCE is capped at log {args.batch} = {math.log(args.batch):.3f}), {args.steps} Adam steps each")
-    print(f"{'estimator':<20}{'estimate':>10}{'true':>8}{'error':>9}{'time':>8}")
-    for i, (name, fn) in enumerate(ESTIMATORS.items()):
-        t0 = time.perf_counter()
-        est = train_estimate(fn, mi=args.mi, dim=20, batch=args.batch, steps=args.steps, seed=args.seed + i)
-        print(f"{name:<20}{est:>10.3f}{args.mi:>8.3f}{est - args.mi:>+9.3f}{time.perf_counter() - t0:>7.1f}s")
-
-    print(f"\nForward+backward on an n x n float32 score matrix ({platform.processor() or platform.machine()}, "
-          f"median of 5; torch.compile comparisons: make bench)")
-    print(f"{'loss':<10}{'n':>6}{'reference ms':>14}{'fused ms':>10}{'speed-up':>10}")
-    for name, n, ref, fused, ratio in timing_table(args.sizes, repeat=5):
-        print(f"{name:<10}{n:>6}{ref:>14.2f}{fused:>10.2f}{ratio:>9.1f}x")
-    if args.large_n:
-        demo_large_batch.run(args.large_n, args.large_d)
-    from .experiments import runner
-
-    for name in names:
-        cmd = [name, *DEMO_RUNS[name], "--out", args.runs, "--no-progress"]
-        print(f"\nPaper experiment: fastmi run {' '.join(cmd)}")
-        threads = torch.get_num_threads()
-        runner.main(cmd)
-        torch.set_num_threads(threads)
+    t_start = time.perf_counter()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    ext = _ext.status()
+    kernels = ext["how"] if ext["module"] is not None else f"none, reference only ({ext['error']})"
+    cpus = os.cpu_count() or 1
+    kernel_threads = args.kernel_threads or (1 if load >= cpus else torch.get_num_threads())
+    why = ("--kernel-threads" if args.kernel_threads else
+           "the load average fills the cores" if load >= cpus else "all cores")
+    print(f"fastmi demo: torch {torch.__version__}, {cpus} CPUs, load average {load:.1f}; kernels: {kernels}\n"
+          f"threads: {kernel_threads} in sections 1-2 ({why}), {args.threads} in training (small matrices)",
+          flush=True)
+    before, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(kernel_threads)
+    os.environ["OMP_NUM_THREADS"] = str(kernel_threads)   # the measuring child processes
+    try:
+        for n in args.sizes:
+            demo_kernels.run(n, compile_reference=not args.no_compile)
+        if args.large_n != "0":
+            demo_large_batch.run(args.large_n if args.large_n == "auto" else int(args.large_n), args.large_d)
+    finally:
+        torch.set_num_threads(before)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
+    if args.mi_steps:
+        demo_mi.run(mi=args.mi, dim=args.dim, batch=args.batch, steps=args.mi_steps, eval_n=args.eval_n,
+                    eval_batches=4, seed=args.seed, threads=args.threads)
+    if names:
+        print(f"\n4. Paper experiments with fastmi's losses ({args.threads} thread{'s' * (args.threads > 1)}):",
+              flush=True)
+        for name in names:
+            run_paper_experiment(name, runs, args.threads)
+    print(f"\nfastmi demo: done in {time.perf_counter() - t_start:.0f} s. Next: fastmi run --list; make bench; "
+          "README.md", flush=True)
     return 0
 
 

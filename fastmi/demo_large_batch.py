@@ -2,11 +2,15 @@
 the dense path cannot hold on this machine, with the peak memory of both paths measured.
 
 The dense path's peak is measured at a small batch (bytes per n^2: the score matrix and its
-temporaries) and extrapolated; the fused path is run at the large batch itself. Each measurement
-runs in a child process with glibc's mmap threshold pinned low, so that every large buffer is
-fresh memory and shows in the resident-set high-water mark (``fastmi.timing.peak_rss_increase``).
+temporaries) and extrapolated; the fused path is run at the large batch itself. Both run in one
+child process with glibc's mmap threshold pinned low, so that every large buffer is fresh memory
+and shows in the resident-set high-water mark (``fastmi.timing.peak_rss_increase``); the child
+prints one JSON line per measurement as it finishes.
 
-    python -m fastmi.demo_large_batch fused 50000 32     -> JSON {seconds, peak_bytes, mi}
+    python -m fastmi.demo_large_batch 32 dense:2048 fused:auto   -> {impl, n, seconds, peak_bytes, mi} lines
+
+``fused:auto`` picks the smallest round batch whose dense path would need more than this machine's
+memory (from the dense measurement), between AUTO_MIN and AUTO_MAX.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from .timing import peak_rss_increase, total_memory_bytes
 
 GIB = 2**30
 TEMPERATURE = 0.1
+AUTO_MIN, AUTO_MAX = 16384, 50000
 LOSSES = {
     "fused": lambda x, y: F.infonce_separable(x, y, temperature=TEMPERATURE, normalize=True),
     "dense": lambda x, y: R.infonce(R.separable_scores(x, y, temperature=TEMPERATURE, normalize=True)),
@@ -50,40 +55,68 @@ def measure(impl: str, n: int, d: int) -> dict:
     _step(LOSSES[impl], x[:256], y[:256])  # warm-up: thread pools, allocator arenas
     t0 = time.perf_counter()
     mi, peak = peak_rss_increase(lambda: _step(LOSSES[impl], x, y))
-    return {"seconds": time.perf_counter() - t0, "peak_bytes": peak, "mi": mi}
+    return {"impl": impl, "n": n, "seconds": time.perf_counter() - t0, "peak_bytes": peak, "mi": mi}
 
 
-def _measure_in_child(impl: str, n: int, d: int):
+def auto_batch(dense_bytes_per_n2: float, total) -> int:
+    """The smallest multiple of 1000 whose dense path needs more than ``total`` bytes (clamped)."""
+    if not total:
+        return AUTO_MIN
+    n = math.ceil(math.sqrt(total / dense_bytes_per_n2) / 1000.0) * 1000
+    return int(min(max(n, AUTO_MIN), AUTO_MAX))
+
+
+def _child(d: int, specs: list[str]) -> None:
+    per_n2 = None
+    for spec in specs:
+        impl, n = spec.split(":")
+        n = auto_batch(per_n2, total_memory_bytes()) if n == "auto" else int(n)
+        out = measure(impl, n, d)
+        if impl == "dense" and out["peak_bytes"]:
+            per_n2 = out["peak_bytes"] / n**2
+        print(json.dumps(out), flush=True)
+
+
+def _measurements(d: int, specs: list[str]):
+    """Yield each measurement of a child process as it finishes (None if the child failed)."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    out = subprocess.run([sys.executable, "-m", "fastmi.demo_large_batch", impl, str(n), str(d)], env=env,
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen([sys.executable, "-m", "fastmi.demo_large_batch", str(d), *specs], env=env,
+                            stdout=subprocess.PIPE, text=True)   # stderr: shown
+    for line in proc.stdout:
+        yield json.loads(line)
+    if proc.wait() != 0:
+        yield None
 
 
-def run(n: int, d: int, calibrate_n: int = 2048) -> None:
-    print(f"\nLarge batch: separable InfoNCE (cosine critic, temperature {TEMPERATURE}), d = {d}, forward + backward")
-    dense = _measure_in_child("dense", calibrate_n, d)
-    if dense is None or dense["peak_bytes"] is None:
-        print("  (peak memory is measured through Linux /proc, unavailable here: skipped)")
-        return
+def run(n, d: int, calibrate_n: int = 2048) -> None:
+    """Print the section; ``n`` is an int or "auto"."""
+    print(f"\n2. A batch the dense path cannot hold: separable InfoNCE (cosine critic, temperature {TEMPERATURE}), "
+          f"x, y in R^{d}, forward + backward", flush=True)
     total = total_memory_bytes()
-    per_n2 = dense["peak_bytes"] / calibrate_n**2
-    need = per_n2 * n * n
-    print(f"  dense reference (x @ y.T, then InfoNCE): peak {dense['peak_bytes'] / 2**20:.0f} MiB at n = {calibrate_n} "
-          f"= {per_n2:.1f} bytes per n^2 -> about {need / GIB:.1f} GiB at n = {n}"
-          + (f": more than this machine's {total / GIB:.1f} GiB" if total and need > total else ""))
-    fused = _measure_in_child("fused", n, d)
-    if fused is None:
-        print(f"  fused infonce_separable at n = {n}: failed")
-        return
-    grads = 2 * n * d * 4
-    print(f"  fused infonce_separable at n = {n}: {fused['seconds']:.1f} s, peak {fused['peak_bytes'] / 2**20:.1f} MiB "
-          f"(of which {grads / 2**20:.1f} MiB are the gradients of x and y); one n x n float32 matrix alone "
-          f"would be {n * n * 4 / GIB:.1f} GiB")
-    print(f"  InfoNCE estimate at n = {n}: {fused['mi']:.3f} nats (capped at log n = {math.log(n):.3f})")
+    per_n2 = None
+    for m in _measurements(d, [f"dense:{calibrate_n}", f"fused:{n}"]):
+        if m is None or m["peak_bytes"] is None:
+            print("   (failed, or peak memory cannot be measured here: Linux /proc is needed)")
+            return
+        if m["impl"] == "dense":
+            per_n2 = m["peak_bytes"] / calibrate_n**2
+            print(f"   dense (x @ y.T, then InfoNCE): peak {m['peak_bytes'] / 2**20:.0f} MiB at n = {calibrate_n}, "
+                  f"{per_n2:.1f} bytes per n^2; running the fused one at the large batch ...", flush=True)
+            continue
+        big = m["n"]
+        need = per_n2 * big * big
+        verdict = (f"more than this machine's {total / GIB:.1f} GiB" if total and need > total else
+                   f"{100 * need / total:.0f}% of this machine's {total / GIB:.1f} GiB" if total else "")
+        grads = 2 * big * d * 4
+        print(f"   at n = {big}: dense would need about {need / GIB:.1f} GiB ({verdict}); one n x n float32 "
+              f"matrix alone is {big * big * 4 / GIB:.1f} GiB")
+        print(f"   fused infonce_separable at n = {big}: {m['seconds']:.1f} s, peak {m['peak_bytes'] / 2**20:.1f} MiB "
+              f"(of which {grads / 2**20:.1f} MiB are the gradients of x and y): the n x n matrix never exists")
+        print(f"   InfoNCE estimate at n = {big}: {m['mi']:.3f} nats (at most log n = {math.log(big):.3f})")
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
+    try:
+        _child(int(sys.argv[1]), sys.argv[2:])
+    except KeyboardInterrupt:   # Ctrl-C of the demo reaches this child too: the demo says it
+        raise SystemExit(130)

@@ -11,6 +11,7 @@ import inspect
 import torch
 
 from . import functional as _F
+from ._core import validate
 from ._core.dtypes import upcast
 
 
@@ -32,7 +33,9 @@ def separable_scores(x, y, *, temperature=1.0, normalize=False) -> torch.Tensor:
     """S = x y^T / temperature, or the cosine critic S_ij = <x_i, y_j> / (|x_i| |y_j| temperature)
     with normalize=True, built densely (n x m): what the separable family never builds."""
     x, y = upcast(x), upcast(y)
-    if normalize:
+    if validate.flag(normalize, "normalize", "separable_scores"):
+        validate.nonzero_rows(x, "x", "separable_scores")
+        validate.nonzero_rows(y, "y", "separable_scores")
         x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
         y = y / torch.linalg.vector_norm(y, dim=1, keepdim=True)
     return (x @ y.T) / temperature

@@ -17,7 +17,7 @@ N_i = all j (neg_mode 0), j not in P_i (1), j != i (2). Statistic k is computed 
           + [j in P_i] (G3 - G4 sigmoid(-S_ij) + G5 [|S_ij| <= tau])
 
 where, as in the C++ kernel (csrc/cpu/critic_lse.cpp), a term of N_i is skipped for rows whose G_k
-is 0. Half inputs accumulate in fp32; float64 inputs compute in fp64. pos_index is not range-checked
+is 0 or whose LSE_i / CLSE_i is +-inf (exp(S_ij - lse) = 0 at every finite entry; G may be inf or NaN). Half inputs accumulate in fp32; float64 inputs compute in fp64. pos_index is not range-checked
 on the host (that would synchronize): an out-of-range index gives NaN positive statistics.
 
 Forward: one pass over S. A program owns BLOCK_M rows and streams their columns in tiles of BLOCK_N,
@@ -32,12 +32,13 @@ import torch
 import triton
 import triton.language as tl
 
-LSE, CLSE, SP, POS, PSP, CPOS = range(6)  # rows of stats, bits of need
-NUM_STATS = 6
-_LSE, _CLSE, _SP, _POS, _PSP, _CPOS = (tl.constexpr(1 << k) for k in range(6))  # bits, for the kernels
-_NEG_BITS = tl.constexpr(0b000111)  # statistics over N_i
-_POS_BITS = tl.constexpr(0b111000)  # statistics over P_i
-POS_DIAG, POS_INDEX, POS_MASK = 0, 1, 2
+from ..critic_lse.contract import (CLSE, CPOS, LSE, NEGATIVE_STATS, NUM_STATS, POS, POSITIVE_KINDS, POSITIVE_STATS,
+                                   PSP, SP, bits)
+
+_LSE, _CLSE, _SP, _POS, _PSP, _CPOS = (tl.constexpr(1 << k) for k in (LSE, CLSE, SP, POS, PSP, CPOS))  # need bits
+_NEG_BITS = tl.constexpr(bits(*NEGATIVE_STATS))  # statistics over N_i
+_POS_BITS = tl.constexpr(bits(*POSITIVE_STATS))  # statistics over P_i
+POS_DIAG, POS_INDEX, POS_MASK = (POSITIVE_KINDS.index(k) for k in ("diag", "index", "mask"))
 
 _MAX_TILE = 4096  # elements of S per program and loop step (half that for float64)
 _MAX_ROWS = 64  # rows per program when m is small
@@ -229,14 +230,17 @@ def _critic_lse_bwd_kernel(
                 keep = keep & (is_pos == 0)
             else:
                 keep = keep & (cols[None, :] != pcol[:, None])
+        # a row whose (clipped) lse is +-inf gives exp(x - lse) = 0 at every finite x: the term adds
+        # nothing there, whatever g is (inf or NaN when the row overflowed), never inf * 0
         if _LSE & NEED:
             g = _row_stat(G, 0, stride_gk, g_rows, row_ok, ACC)[:, None]
             lse = _row_stat(T, 0, stride_tk, t_rows, row_ok, ACC)[:, None]
-            ds += tl.where(g != 0, g * tl.exp(x - lse), 0.0)
+            ds += tl.where((g != 0) & (tl.abs(lse) != float("inf")), g * tl.exp(x - lse), 0.0)
         if _CLSE & NEED:
             g = _row_stat(G, 1, stride_gk, g_rows, row_ok, ACC)[:, None]
             clse = _row_stat(T, 1, stride_tk, t_rows, row_ok, ACC)[:, None]
-            ds += tl.where(inside & (g != 0), g * tl.exp(x - clse), 0.0)  # inside: clamp(x) == x
+            live = inside & (g != 0) & (tl.abs(clse) != float("inf"))  # inside: clamp(x) == x
+            ds += tl.where(live, g * tl.exp(x - clse), 0.0)
         if _SP & NEED:
             g = _row_stat(G, 2, stride_gk, g_rows, row_ok, ACC)[:, None]
             ds += tl.where(g != 0, g * sig_x, 0.0)

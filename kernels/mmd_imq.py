@@ -13,8 +13,8 @@ accumulated in registers. Rows own their gradient, so there are no atomics and t
 deterministic; the price is that the symmetric x-x and y-y tiles are evaluated from both sides
 (the C++ kernel uses the upper triangle). Nothing n x m is stored.
 
-Inputs come prepared by ``fastmi.ops.mmd_imq.prepare`` (centred on their means, scaled by a power
-of two), see there.
+Inputs come prepared by ``fastmi.mmd_imq.ops.prepare`` (centred on their means, scaled by a power
+of two), see there. Everything is computed in fp32, or in fp64 for float64 inputs (ACC).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ CANCEL: tl.constexpr = tl.constexpr(1.0 / 32.0)  # same threshold as csrc/cpu/mm
 
 @triton.jit
 def _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK: tl.constexpr, BM: tl.constexpr,
-                  BN: tl.constexpr, PREC: tl.constexpr, SELF: tl.constexpr):
-    acc = tl.zeros((BM, BN), dtype=tl.float32)
+                  BN: tl.constexpr, PREC: tl.constexpr, SELF: tl.constexpr, ACC: tl.constexpr):
+    acc = tl.zeros((BM, BN), dtype=ACC)
     for k0 in range(0, K, BK):
         ks = k0 + tl.arange(0, BK)
         km = ks < K
@@ -43,7 +43,7 @@ def _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK: tl.cons
     if SELF:  # a point and itself: d2 = 0 is set exactly by the caller
         flag = flag & (rows[:, None] != cols[None, :])
     if tl.max(flag.to(tl.int32)) > 0:
-        exact = tl.zeros((BM, BN), dtype=tl.float32)
+        exact = tl.zeros((BM, BN), dtype=ACC)
         for k in range(0, K):
             ak = tl.load(a_ptr + rows * K + k, mask=rmask, other=0.0)
             bk = tl.load(b_ptr + cols * K + k, mask=cmask, other=0.0)
@@ -56,22 +56,22 @@ def _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK: tl.cons
 @triton.jit
 def _sweep(a_ptr, qa_ptr, b_ptr, qb_ptr, c_ptr, ns, n_a, n_b, K, coef, rows, rmask, kout, kmask, val,
            SELF: tl.constexpr, UNBIASED: tl.constexpr, WANT_GRAD: tl.constexpr, BM: tl.constexpr,
-           BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+           BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr):
     """Sweep all column blocks of b for the rows of a: returns (row values, row gradient chunk)."""
     qa = tl.load(qa_ptr + rows, mask=rmask, other=0.0)
-    acc = tl.zeros((BM, BK), dtype=tl.float32)
-    rowsum = tl.zeros((BM,), dtype=tl.float32)
+    acc = tl.zeros((BM, BK), dtype=ACC)
+    rowsum = tl.zeros((BM,), dtype=ACC)
     for j0 in range(0, n_b, BN):
         cols = j0 + tl.arange(0, BN)
         cmask = cols < n_b
         qb = tl.load(qb_ptr + cols, mask=cmask, other=0.0)
-        d2 = _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK, BM, BN, PREC, SELF)
+        d2 = _sq_dist_tile(a_ptr, b_ptr, qa, qb, rows, cols, rmask, cmask, K, BK, BM, BN, PREC, SELF, ACC)
         valid = rmask[:, None] & cmask[None, :]
         if SELF:
             diag = rows[:, None] == cols[None, :]
             d2 = tl.where(diag, 0.0, d2)  # exact: a point's distance to itself
-        ksum = tl.zeros((BM, BN), dtype=tl.float32)
-        gsum = tl.zeros((BM, BN), dtype=tl.float32)
+        ksum = tl.zeros((BM, BN), dtype=ACC)
+        gsum = tl.zeros((BM, BN), dtype=ACC)
         for s in range(ns):
             c = tl.load(c_ptr + s)
             t = c / (c + d2)
@@ -95,20 +95,24 @@ def _sweep(a_ptr, qa_ptr, b_ptr, qb_ptr, c_ptr, ns, n_a, n_b, K, coef, rows, rma
 
 @triton.jit
 def _mmd_imq_rows_kernel(a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, c_ptr, scale_ptr,
-                         val_out, grad_out, ns, n_a, n_b, K, coef_self, coef_cross,
+                         val_out, grad_out, ns, n_a, n_b, K,
                          UNBIASED: tl.constexpr, WANT_GRAD: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                         BK: tl.constexpr, PREC: tl.constexpr):
+                         BK: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_k = tl.program_id(1)
     rows = pid_m * BM + tl.arange(0, BM)
     rmask = rows < n_a
     kout = pid_k * BK + tl.arange(0, BK)
     kmask = kout < K
-    val = tl.zeros((BM,), dtype=tl.float32)
+    # c_ptr: the ns scales C, then the pair weights of the self and the cross pairs (in ACC: a float
+    # argument would be fp32, and float64 inputs need the weights in float64)
+    coef_self = tl.load(c_ptr + ns)
+    coef_cross = tl.load(c_ptr + ns + 1)
+    val = tl.zeros((BM,), dtype=ACC)
     val, g_self = _sweep(a_self, qa_self, a_self, qa_self, c_ptr, ns, n_a, n_a, K, coef_self, rows, rmask, kout, kmask,
-                         val, True, UNBIASED, WANT_GRAD, BM, BN, BK, PREC)
+                         val, True, UNBIASED, WANT_GRAD, BM, BN, BK, PREC, ACC)
     val, g_cross = _sweep(a_cross, qa_cross, b_cross, qb_cross, c_ptr, ns, n_a, n_b, K, coef_cross, rows, rmask, kout,
-                          kmask, val, False, UNBIASED, WANT_GRAD, BM, BN, BK, PREC)
+                          kmask, val, False, UNBIASED, WANT_GRAD, BM, BN, BK, PREC, ACC)
     if pid_k == 0:
         tl.store(val_out + rows, val, mask=rmask)
     if WANT_GRAD:
@@ -122,17 +126,23 @@ def _blocks(K: int, on_gpu: bool):
     return (64, 64, bk) if on_gpu else (32, 32, bk)
 
 
-def rows_pass(a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, scales, inv_s, coef_self, coef_cross,
+def rows_pass(a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, scales, inv_s, coef_self: float, coef_cross: float,
               unbiased: bool, want_grad: bool):
-    """(per-row values [n_a], gradient [n_a, K] in the caller's units, or None) for the rows of one sample."""
+    """(per-row values [n_a], gradient [n_a, K] in the caller's units, or None) for the rows of one sample,
+    in the dtype of the prepared points (fp32, or fp64 for float64 inputs)."""
     n_a, K = a_self.shape
     n_b = b_cross.shape[0]
+    fp64 = a_self.dtype == torch.float64
     BM, BN, BK = _blocks(K, a_self.is_cuda)
-    val = torch.empty(n_a, device=a_self.device, dtype=torch.float32)
-    grad = torch.empty((n_a, K) if want_grad else (1, 1), device=a_self.device, dtype=torch.float32)
+    if fp64 and a_self.is_cuda:  # fp64 tiles take twice the registers
+        BM, BN = BM // 2, BN // 2
+    val = torch.empty(n_a, device=a_self.device, dtype=a_self.dtype)
+    grad = torch.empty((n_a, K) if want_grad else (1, 1), device=a_self.device, dtype=a_self.dtype)
     grid = (triton.cdiv(n_a, BM), triton.cdiv(K, BK) if want_grad else 1)
-    _mmd_imq_rows_kernel[grid](a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, scales, inv_s, val, grad,
-                               scales.numel(), n_a, n_b, K, coef_self, coef_cross, UNBIASED=unbiased,
+    weights = torch.cat([scales, torch.tensor([coef_self, coef_cross], dtype=scales.dtype, device=scales.device)])
+    _mmd_imq_rows_kernel[grid](a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, weights, inv_s, val, grad,
+                               scales.numel(), n_a, n_b, K, UNBIASED=unbiased,
                                WANT_GRAD=want_grad, BM=BM, BN=BN, BK=BK,
-                               PREC="tf32x3" if a_self.is_cuda else "ieee")
+                               PREC="tf32x3" if a_self.is_cuda and not fp64 else "ieee",
+                               ACC=tl.float64 if fp64 else tl.float32)
     return val, (grad if want_grad else None)

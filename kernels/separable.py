@@ -219,7 +219,7 @@ def separable_lse_fwd(x, y, x_scale, y_scale, pos_index, exclude: int, cols: boo
 
 
 def _grad(a, b, sa, sb, idx, g, lse_a, h, lse_b, q, q_of_rows, row_term, col_term, pos_kind, exclude, meta):
-    out = torch.empty_like(a)
+    out = torch.empty(a.shape, dtype=sa.dtype, device=a.device)  # fp32 for fp16/bf16 inputs: see ops/separable.py
     out_s = torch.empty_like(sa)
     n_a, d = a.shape
     if n_a == 0 or b.shape[0] == 0:
@@ -236,7 +236,8 @@ def _grad(a, b, sa, sb, idx, g, lse_a, h, lse_b, q, q_of_rows, row_term, col_ter
 
 def separable_lse_bwd(grad_row, grad_col, grad_pos, x, y, x_scale, y_scale, pos_index, exclude: int, cols: bool,
                       row_lse, col_lse):
-    """(dx, dy, dx_scale, dy_scale) of sum_i grad_row_i row_lse_i + sum_j grad_col_j col_lse_j."""
+    """(dx, dy, dx_scale, dy_scale) of sum_i grad_row_i row_lse_i + sum_j grad_col_j col_lse_j; all in
+    fp32 for fp16/bf16 inputs (fp64 for float64)."""
     x, y, sx, sy, idx = _prepare(x, y, x_scale, y_scale, pos_index, exclude)
     _check(grad_row.shape == (x.shape[0],) and row_lse.shape == (x.shape[0],) and grad_pos.shape == (x.shape[0],),
            "grad_row, grad_pos, row_lse must be [n]")

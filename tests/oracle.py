@@ -361,11 +361,11 @@ def js_surrogate(S, P, N) -> torch.Tensor:
     return (-softplus(-S[P])).mean() - softplus(S[N]).mean()
 
 
-def js(scores=None, *, joint=None, marginal=None, positives=None, negatives=None, nwj_shift=False, reg_weight=0.0,
+def js(scores=None, *, joint=None, marginal=None, positives=None, negatives=None, value="nwj", reg_weight=0.0,
        reg_target=0.0, reg_norm="l2") -> Result:
     """JS training, NWJ value: loss = -(J + sg(I - J)) with J the JS objective and
 
-        I = NWJ(S + c) = mean_P (S + c) - mean_N exp(S + c - 1),   c = 1 if nwj_shift else 0
+        I = NWJ(S + c) = mean_P (S + c) - mean_N exp(S + c - 1),   c = 1 if value == "nwj_shifted" else 0 (value="nwj")
 
     c = 0: the value the papers' code reports (NWJ of the critic itself); c = 1: Poole et al.'s
     reading (torch-mist), NWJ of T + 1, exact at the JS-optimal critic. The gradient is J's either
@@ -373,7 +373,7 @@ def js(scores=None, *, joint=None, marginal=None, positives=None, negatives=None
     S, P, N = score_pairs(scores, joint, marginal, positives, negatives)
     if nothing_to_pair(P, N):
         return skipped(S)
-    c = 1.0 if nwj_shift else 0.0
+    c = 1.0 if value == "nwj_shifted" else 0.0
     I = (S[P] + c).mean() - torch.exp(S[N] + c - 1).mean()
     return finish(I, softplus(S[N]).mean(), reg_weight, reg_target, reg_norm, surrogate=js_surrogate(S, P, N))
 
@@ -452,27 +452,24 @@ def _average(a: Result, b: Result) -> Result:
     return Result((a.loss + b.loss) / 2, (a.mi + b.mi) / 2)
 
 
-def infonce_separable(x, y, *, temperature=1.0, normalize=False, symmetric=False, positives=None, negatives=None,
-                      reg_weight=0.0, reg_target=0.0, reg_norm="l2") -> Result:
-    """InfoNCE of S = separable_scores(x, y); symmetric=True (CLIP / NT-Xent) averages the x -> y
+def _separable(bound, x, y, temperature, normalize, symmetric, **kw) -> Result:
+    """``bound`` of S = separable_scores(x, y); symmetric=True (CLIP / NT-Xent) averages the x -> y
     bound (rows of S) and the y -> x bound (rows of S^T), losses and estimates alike."""
     S = separable_scores(x, y, temperature=temperature, normalize=normalize)
-    kw = dict(positives=positives, negatives=negatives, reg_weight=reg_weight, reg_target=reg_target,
-              reg_norm=reg_norm)
-    forward = infonce(S, **kw)
-    return _average(forward, infonce(S.T, **kw)) if symmetric else forward
+    forward = bound(S, **kw)
+    return _average(forward, bound(S.T, **kw)) if symmetric else forward
 
 
-def dv_separable(x, y, *, temperature=1.0, normalize=False, positives=None, negatives=None, reg_weight=0.0,
-                 reg_target=0.0, reg_norm="l2") -> Result:
-    return dv(separable_scores(x, y, temperature=temperature, normalize=normalize), positives=positives,
-              negatives=negatives, reg_weight=reg_weight, reg_target=reg_target, reg_norm=reg_norm)
+def infonce_separable(x, y, *, temperature=1.0, normalize=False, symmetric=False, **kw) -> Result:
+    return _separable(infonce, x, y, temperature, normalize, symmetric, **kw)
 
 
-def nwj_separable(x, y, *, temperature=1.0, normalize=False, positives=None, negatives=None, reg_weight=0.0,
-                  reg_target=0.0, reg_norm="l2") -> Result:
-    return nwj(separable_scores(x, y, temperature=temperature, normalize=normalize), positives=positives,
-               negatives=negatives, reg_weight=reg_weight, reg_target=reg_target, reg_norm=reg_norm)
+def dv_separable(x, y, *, temperature=1.0, normalize=False, symmetric=False, **kw) -> Result:
+    return _separable(dv, x, y, temperature, normalize, symmetric, **kw)
+
+
+def nwj_separable(x, y, *, temperature=1.0, normalize=False, symmetric=False, **kw) -> Result:
+    return _separable(nwj, x, y, temperature, normalize, symmetric, **kw)
 
 
 # --- Neural Bayes: softmax statistics (SPEC 1.1, 1.3, 1.4) ----------------------------------------

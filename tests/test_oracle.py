@@ -117,7 +117,7 @@ def test_vector_form_bounds_by_hand():
     close(O.tuba(**kw).mi, 1 + 1.5 - 2)
     close(O.tuba(log_baseline=LOG(2), **kw).mi, 1.5 - LOG(2))  # the best baseline gives DV
     close(O.js(**kw).mi, 1.5 - 2 / math.e)
-    close(O.js(nwj_shift=True, **kw).mi, 1 + 1.5 - 2)  # NWJ(T + 1) = TUBA with a = 0
+    close(O.js(value="nwj_shifted", **kw).mi, 1 + 1.5 - 2)  # NWJ(T + 1) = TUBA with a = 0
     close(O.smile(clip=0.5, **kw).mi, 1.5 - LOG((1 + math.exp(0.5)) / 2))
     close(O.smile(clip=0.5, clip_positives=True, **kw).mi, 0.5 - LOG((1 + math.exp(0.5)) / 2))
     close(O.dv(clip=0.5, **kw).mi, 0.5 - LOG((1 + math.exp(0.5)) / 2))
@@ -236,7 +236,7 @@ def test_js_has_the_nwj_value_and_the_js_gradient(layout):
     close(r.mi, O.nwj(S, **kw).mi)
     close(r.loss, -O.nwj(S, **kw).mi)
     close(grads(r.loss, S)[0], _js_gradient(S.detach(), P, N))
-    shifted = O.js(S, nwj_shift=True, **kw)
+    shifted = O.js(S, value="nwj_shifted", **kw)
     close(shifted.mi, O.tuba(S, 0.0, **kw).mi)
     close(grads(shifted.loss, S)[0], _js_gradient(S.detach(), P, N))
 

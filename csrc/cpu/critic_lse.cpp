@@ -4,7 +4,14 @@
 // Each row is read from memory once (pass 1: max) and then from L1/L2 once per wanted sum; it is
 // never written: the n x m
 // intermediates of the eager formulas (masks, exp, softplus) do not exist. Rows run in parallel;
-// each row reduces in a fixed order, so results are deterministic for a given thread count.
+// each row reduces in a fixed order of its own, so results are bitwise identical whatever the
+// thread count. fp16/bf16 scores are read one row at a time into a thread-local fp32 buffer (and
+// the gradient row written back from one): fp32 arithmetic with O(threads * m) extra memory.
+// fp16 <-> fp32 conversions under CPU_CAPABILITY_AVX2 are F16C instructions (in torch's own headers
+// too); the build passes -mavx2 -mfma only, so F16C (present on every AVX2 CPU) is enabled here.
+#if defined(CPU_CAPABILITY_AVX2) && defined(__GNUC__) && !defined(__F16C__)
+#pragma GCC target("f16c")
+#endif
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
@@ -15,11 +22,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../critic_lse.h"
+#include "../critic_lse_inputs.h"
 #include "fast_exp.h"
 #include "huge_pages.h"
+#include "reduced_float.h"
 
 namespace fastmi {
 namespace {
@@ -244,8 +254,10 @@ void row_backward(const T* row, const RowLayout<T>& L, T tau, int64_t need,
                   const T* g /* NUM_STATS grads */, const T* st /* NUM_STATS stats */, T* grow) {
   using Vec = Vectorized<T>;
   const int V = Vec::size();
-  const bool use_lse = (need & (1 << STAT_LSE)) && g[STAT_LSE] != T(0);
-  const bool use_clse = (need & (1 << STAT_CLSE)) && g[STAT_CLSE] != T(0);
+  // A row whose (clipped) log-sum-exp is +-inf gives exp(S_ij - lse) = 0 at every finite entry:
+  // the term adds nothing there, whatever g is (g may be inf or NaN when the row overflowed).
+  const bool use_lse = (need & (1 << STAT_LSE)) && g[STAT_LSE] != T(0) && !std::isinf(st[STAT_LSE]);
+  const bool use_clse = (need & (1 << STAT_CLSE)) && g[STAT_CLSE] != T(0) && !std::isinf(st[STAT_CLSE]);
   const bool use_sp = (need & (1 << STAT_SP)) && g[STAT_SP] != T(0);
   const Vec zero(T(0)), one(T(1)), lo(-tau), hi(tau);
   const Vec g0(g[STAT_LSE]), g1(g[STAT_CLSE]), g2(g[STAT_SP]);
@@ -293,37 +305,11 @@ void row_backward(const T* row, const RowLayout<T>& L, T tau, int64_t need,
   }
 }
 
-struct Inputs {
-  at::Tensor scores, pos_index, pos_mask;
-  int64_t n, m;
-};
+using Inputs = CriticLseInputs;
 
 Inputs check_inputs(const at::Tensor& scores, const std::optional<at::Tensor>& pos_index,
                     const std::optional<at::Tensor>& pos_mask, int64_t neg_mode) {
-  TORCH_CHECK(scores.dim() == 2, "fastmi::critic_lse: scores must be 2-D, got ", scores.dim(), "-D");
-  TORCH_CHECK(scores.scalar_type() == at::kFloat || scores.scalar_type() == at::kDouble,
-              "fastmi::critic_lse (CPU): scores must be float32 or float64, got ", scores.scalar_type());
-  TORCH_CHECK(neg_mode >= 0 && neg_mode <= 2, "fastmi::critic_lse: neg_mode must be 0, 1 or 2");
-  TORCH_CHECK(!(pos_index.has_value() && pos_mask.has_value()),
-              "fastmi::critic_lse: give pos_index or pos_mask, not both");
-  Inputs in;
-  in.scores = scores.contiguous();
-  in.n = scores.size(0);
-  in.m = scores.size(1);
-  TORCH_CHECK(in.m < (int64_t(1) << 24), "fastmi::critic_lse (CPU): at most 2^24 columns");
-  if (pos_index.has_value()) {
-    TORCH_CHECK(pos_index->dim() == 1 && pos_index->size(0) == in.n &&
-                    pos_index->scalar_type() == at::kLong,
-                "fastmi::critic_lse: pos_index must be an int64 vector of length n");
-    in.pos_index = pos_index->contiguous();
-  } else if (pos_mask.has_value()) {
-    TORCH_CHECK(pos_mask->sizes() == scores.sizes() && pos_mask->scalar_type() == at::kBool,
-                "fastmi::critic_lse: pos_mask must be a bool tensor shaped like scores");
-    in.pos_mask = pos_mask->contiguous();
-  } else {
-    TORCH_CHECK(in.n == in.m, "fastmi::critic_lse: diagonal positives need a square score matrix");
-  }
-  return in;
+  return check_critic_lse_inputs(scores, pos_index, pos_mask, neg_mode, /*cuda=*/false, /*max_cols_log2=*/24);
 }
 
 template <typename T>
@@ -355,22 +341,64 @@ at::Tensor empty_output(const at::Tensor& like, int64_t n, int64_t m) {
 
 int64_t grain_for(int64_t m) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(m, 1)); }
 
+// fp32 for fp16/bf16 scores: the type of the statistics and of the arithmetic.
+at::ScalarType acc_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Row i of S as const A* (A: the arithmetic type): a pointer into S itself when S holds A, else its
+// conversion into `buf`.
+template <typename S_t, typename A>
+inline const A* row_as(const S_t* S, int64_t i, int64_t m, std::vector<A>& buf) {
+  if constexpr (std::is_same_v<S_t, A>) {
+    return S + i * m;
+  } else {
+    to_float(S + i * m, buf.data(), m);
+    return buf.data();
+  }
+}
+
+template <typename S_t, typename A>
+void forward_rows(const Inputs& in, const S_t* S, int64_t neg_mode, A tau, int64_t need, A* out) {
+  at::parallel_for(0, in.n, grain_for(in.m), [&](int64_t begin, int64_t end) {
+    LaneMasks<A> lm;
+    std::vector<A> buf(std::is_same_v<S_t, A> ? 0 : in.m);
+    for (int64_t i = begin; i < end; ++i) {
+      RowLayout<A> L = row_layout<A>(in, i, neg_mode);
+      row_forward<A>(row_as<S_t, A>(S, i, in.m, buf), L, lm, tau, need, out + i, in.n);
+    }
+  });
+}
+
+template <typename S_t, typename A>
+void backward_rows(const Inputs& in, const S_t* S, int64_t neg_mode, A tau, int64_t need, const A* G, const A* ST,
+                   S_t* out) {
+  constexpr bool same = std::is_same_v<S_t, A>;
+  at::parallel_for(0, in.n, grain_for(in.m), [&](int64_t begin, int64_t end) {
+    std::vector<A> buf(same ? 0 : in.m), gbuf(same ? 0 : in.m);
+    for (int64_t i = begin; i < end; ++i) {
+      RowLayout<A> L = row_layout<A>(in, i, neg_mode);
+      if constexpr (same) {
+        row_backward<A>(S + i * in.m, L, tau, need, G + i * NUM_STATS, ST + i * NUM_STATS, out + i * in.m);
+      } else {
+        row_backward<A>(row_as<S_t, A>(S, i, in.m, buf), L, tau, need, G + i * NUM_STATS, ST + i * NUM_STATS,
+                        gbuf.data());
+        from_float(gbuf.data(), out + i * in.m, in.m);
+      }
+    }
+  });
+}
+
 at::Tensor critic_lse_cpu(const at::Tensor& scores, const std::optional<at::Tensor>& pos_index,
                           const std::optional<at::Tensor>& pos_mask, int64_t neg_mode, double clip,
                           int64_t need) {
   Inputs in = check_inputs(scores, pos_index, pos_mask, neg_mode);
-  at::Tensor stats = at::zeros({NUM_STATS, in.n}, scores.options());
-  AT_DISPATCH_FLOATING_TYPES(in.scores.scalar_type(), "critic_lse_cpu", [&] {
-    const scalar_t* S = in.scores.data_ptr<scalar_t>();
-    scalar_t* out = stats.data_ptr<scalar_t>();
-    const scalar_t tau = static_cast<scalar_t>(clip);
-    at::parallel_for(0, in.n, grain_for(in.m), [&](int64_t begin, int64_t end) {
-      LaneMasks<scalar_t> lm;
-      for (int64_t i = begin; i < end; ++i) {
-        RowLayout<scalar_t> L = row_layout<scalar_t>(in, i, neg_mode);
-        row_forward<scalar_t>(S + i * in.m, L, lm, tau, need, out + i, in.n);
-      }
-    });
+  const auto acc = acc_type(scores.scalar_type());
+  at::Tensor stats = at::zeros({NUM_STATS, in.n}, scores.options().dtype(acc));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scores.scalar_type(), "critic_lse_cpu", [&] {
+    using A = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    forward_rows<scalar_t, A>(in, in.scores.data_ptr<scalar_t>(), neg_mode, static_cast<A>(clip), need,
+                              stats.data_ptr<A>());
   });
   return stats;
 }
@@ -380,25 +408,15 @@ at::Tensor critic_lse_backward_cpu(const at::Tensor& grad_stats, const at::Tenso
                                    const std::optional<at::Tensor>& pos_mask, int64_t neg_mode,
                                    double clip, int64_t need, const at::Tensor& stats) {
   Inputs in = check_inputs(scores, pos_index, pos_mask, neg_mode);
-  TORCH_CHECK(grad_stats.sizes() == stats.sizes() && stats.size(0) == NUM_STATS &&
-                  stats.size(1) == in.n,
-              "fastmi::critic_lse_backward: grad_stats and stats must be [", int(NUM_STATS), ", n]");
-  at::Tensor g = grad_stats.to(scores.scalar_type()).t().contiguous();  // [n, NUM_STATS]
-  at::Tensor st = stats.to(scores.scalar_type()).t().contiguous();
+  check_critic_lse_backward(grad_stats, stats, in);
+  const auto acc = acc_type(scores.scalar_type());
+  at::Tensor g = grad_stats.to(acc).t().contiguous();  // [n, NUM_STATS]
+  at::Tensor st = stats.to(acc).t().contiguous();
   at::Tensor grad = empty_output(scores, in.n, in.m);
-  AT_DISPATCH_FLOATING_TYPES(in.scores.scalar_type(), "critic_lse_backward_cpu", [&] {
-    const scalar_t* S = in.scores.data_ptr<scalar_t>();
-    const scalar_t* G = g.data_ptr<scalar_t>();
-    const scalar_t* ST = st.data_ptr<scalar_t>();
-    scalar_t* out = grad.data_ptr<scalar_t>();
-    const scalar_t tau = static_cast<scalar_t>(clip);
-    at::parallel_for(0, in.n, grain_for(in.m), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        RowLayout<scalar_t> L = row_layout<scalar_t>(in, i, neg_mode);
-        row_backward<scalar_t>(S + i * in.m, L, tau, need, G + i * NUM_STATS,
-                               ST + i * NUM_STATS, out + i * in.m);
-      }
-    });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scores.scalar_type(), "critic_lse_backward_cpu", [&] {
+    using A = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    backward_rows<scalar_t, A>(in, in.scores.data_ptr<scalar_t>(), neg_mode, static_cast<A>(clip), need,
+                               g.data_ptr<A>(), st.data_ptr<A>(), grad.data_ptr<scalar_t>());
   });
   return grad;
 }

@@ -8,9 +8,13 @@
 // d2 = |z_i|^2 + |z_j|^2 - 2 D (clamped at 0; pairs that lose too many digits to cancellation are
 // recomputed from exact differences), kernel values summed and W written in place of D, then two
 // GEMMs (W Z_J and W^T Z_I) update the gradient. x-x and y-y use only the upper triangle of tiles;
-// nothing n x m exists, only one B x B tile per thread and O((n + m) K) buffers. Tiles are handed
-// out dynamically; the value is summed in a fixed order (deterministic), the gradient through
-// per-thread buffers (run-to-run differences at the rounding level are possible).
+// nothing n x m exists, only one B x B tile per thread and O((n + m) K) buffers.
+//
+// Schedule (bitwise-reproducible results whatever the thread count): a tile (I, J) adds to the
+// gradient rows of block I ("A side") and of block J ("B side"), kept in two separate accumulators.
+// The tiles of a region run in steps; step s holds the tiles (k, (k + s) mod L), k = 0..L-1, so no
+// two tiles of a step share an A block or a B block: each gradient row has one writer per step and
+// receives its terms in step order. Values are kept per tile and summed in a fixed order.
 //
 // Conditioning: the x-x and y-y blocks use x and y centred on their own means, the x-y block both
 // centred on the midpoint of the two means (distances are translation invariant, and so the
@@ -21,8 +25,9 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "parallel_tasks.h"
+
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <limits>
 #include <tuple>
@@ -173,10 +178,38 @@ double tile(const Problem<T>& P, const T* A, const T* qa, int64_t ra, const T* B
   return coef_v * value;
 }
 
-struct Task {
-  int region;  // 0: x-x, 1: y-y, 2: x-y
-  int64_t i0, j0;
+// One tile of a region: rows of block I of `a` against rows of block J of `b`.
+struct Tile {
+  int64_t I, J;
 };
+
+// The steps of a region's tiles: self=true covers the pairs J >= I of one sample's L blocks (each
+// unordered pair once), self=false all L_a x L_b pairs. Within a step no A block and no B block repeats.
+std::vector<std::vector<Tile>> steps_of(int64_t La, int64_t Lb, bool self) {
+  std::vector<std::vector<Tile>> steps;
+  if (self) {
+    for (int64_t s = 0; s <= La / 2; ++s) {
+      std::vector<Tile> step;
+      for (int64_t k = 0; k < La; ++k) {
+        const int64_t j = (k + s) % La;
+        if (2 * s == La && k >= La / 2) continue;  // {k, k + L/2} once
+        step.push_back({k, j});  // A side k, B side j (a lower-triangle tile is its transpose's twin)
+      }
+      steps.push_back(step);
+    }
+  } else {
+    const int64_t L = std::max(La, Lb);
+    for (int64_t s = 0; s < L; ++s) {
+      std::vector<Tile> step;
+      for (int64_t k = 0; k < L; ++k) {
+        const int64_t j = (k + s) % L;
+        if (k < La && j < Lb) step.push_back({k, j});
+      }
+      steps.push_back(step);
+    }
+  }
+  return steps;
+}
 
 template <typename T>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> run(const at::Tensor& x_in, const at::Tensor& y_in,
@@ -204,55 +237,46 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run(const at::Tensor& x_in, const
   const double b = unbiased ? 1.0 / (dm * (dm - 1)) : 1.0 / (dm * dm);
   const double cxy = -1.0 / (dn * dm);
 
-  std::vector<Task> tasks;
-  for (int64_t i0 = 0; i0 < n; i0 += kTile)
-    for (int64_t j0 = i0; j0 < n; j0 += kTile) tasks.push_back({0, i0, j0});
-  for (int64_t i0 = 0; i0 < m; i0 += kTile)
-    for (int64_t j0 = i0; j0 < m; j0 += kTile) tasks.push_back({1, i0, j0});
-  for (int64_t i0 = 0; i0 < n; i0 += kTile)
-    for (int64_t j0 = 0; j0 < m; j0 += kTile) tasks.push_back({2, i0, j0});
-
-  const int nt = std::max<int>(1, at::get_num_threads());
   const auto opt = x.options();
-  // per-thread gradient accumulators (O((n + m) K) each; reduced at the end), values in double
-  at::Tensor gx_t = want_grad ? at::zeros({nt, n, K}, opt) : at::Tensor();
-  at::Tensor gy_t = want_grad ? at::zeros({nt, m, K}, opt) : at::Tensor();
-  std::vector<double> val_task(tasks.size(), 0.0);  // summed in task order: a deterministic value
-  const int64_t ntask = static_cast<int64_t>(tasks.size());
-  // Dynamic scheduling: each worker pulls the next tile from a shared counter, so a worker that the
-  // OS preempts (shared machines) delays only its current tile, not a fixed half of the work.
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
-    const int tid = at::get_thread_num();
-    std::vector<T> D(kTile * kTile), rowsum(kTile), colsum(kTile);
-    T* gx = want_grad ? gx_t.data_ptr<T>() + tid * n * K : nullptr;
-    T* gy = want_grad ? gy_t.data_ptr<T>() + tid * m * K : nullptr;
-    for (int64_t t = next.fetch_add(1); t < ntask; t = next.fetch_add(1)) {
-      const Task& w = tasks[t];
-      if (w.region == 2) {
-        const int64_t ra = std::min(kTile, n - w.i0), rb = std::min(kTile, m - w.j0);
-        val_task[t] = tile<T>(P, xc.zp() + w.i0 * K, xc.qp() + w.i0, ra, yc.zp() + w.j0 * K, yc.qp() + w.j0, rb, false,
-                       2 * cxy, 4 * cxy, D.data(), rowsum.data(), colsum.data(), gx ? gx + w.i0 * K : nullptr,
-                       gy ? gy + w.j0 * K : nullptr);
-        continue;
-      }
-      const Points<T>& p = w.region == 0 ? xs : ys;
-      const int64_t rows = w.region == 0 ? n : m;
-      const double c = w.region == 0 ? a : b;
-      T* g = w.region == 0 ? gx : gy;
-      const int64_t ra = std::min(kTile, rows - w.i0), rb = std::min(kTile, rows - w.j0);
-      const bool self = w.i0 == w.j0;
-      val_task[t] = tile<T>(P, p.zp() + w.i0 * K, p.qp() + w.i0, ra, p.zp() + w.j0 * K, p.qp() + w.j0, rb, self,
-                     self ? c : 2 * c, 4 * c, D.data(), rowsum.data(), colsum.data(), g ? g + w.i0 * K : nullptr,
-                     (g && !self) ? g + w.j0 * K : nullptr);
+  // gradient accumulators of the A side and the B side of the tiles (summed at the end)
+  at::Tensor gxa = want_grad ? at::zeros({n, K}, opt) : at::Tensor(), gxb = want_grad ? at::zeros({n, K}, opt) : at::Tensor();
+  at::Tensor gya = want_grad ? at::zeros({m, K}, opt) : at::Tensor(), gyb = want_grad ? at::zeros({m, K}, opt) : at::Tensor();
+  const int64_t Lx = (n + kTile - 1) / kTile, Ly = (m + kTile - 1) / kTile;
+  std::vector<double> values;  // one per tile, in schedule order
+
+  // region 0: x-x, 1: y-y, 2: x-y
+  for (int region = 0; region < 3; ++region) {
+    const bool self = region < 2;
+    const auto steps = region == 0 ? steps_of(Lx, Lx, true) : region == 1 ? steps_of(Ly, Ly, true)
+                                                                           : steps_of(Lx, Ly, false);
+    const Points<T>& pa = region == 0 ? xs : region == 1 ? ys : xc;
+    const Points<T>& pb = region == 0 ? xs : region == 1 ? ys : yc;
+    const int64_t na = region == 1 ? m : n, nb = region == 0 ? n : m;
+    const double c = region == 0 ? a : region == 1 ? b : cxy;
+    T* ga = want_grad ? (region == 1 ? gya : gxa).data_ptr<T>() : nullptr;
+    T* gb = want_grad ? (region == 0 ? gxb : gyb).data_ptr<T>() : nullptr;
+    for (const auto& step : steps) {
+      const size_t first = values.size();
+      values.resize(first + step.size(), 0.0);
+      parallel_tasks(static_cast<int64_t>(step.size()), [&](int64_t t) {
+        at::Tensor D = at::empty({kTile * kTile}, opt);  // aligned like every ATen buffer
+        std::vector<T> rowsum(kTile), colsum(kTile);
+        const int64_t i0 = step[t].I * kTile, j0 = step[t].J * kTile;
+        const int64_t ra = std::min(kTile, na - i0), rb = std::min(kTile, nb - j0);
+        const bool diag = self && i0 == j0;
+        const double coef_v = region == 2 ? 2 * c : (diag ? c : 2 * c);
+        values[first + t] = tile<T>(P, pa.zp() + i0 * K, pa.qp() + i0, ra, pb.zp() + j0 * K, pb.qp() + j0, rb, diag,
+                                    coef_v, 4 * c, D.data_ptr<T>(), rowsum.data(), colsum.data(),
+                                    ga ? ga + i0 * K : nullptr, (gb && !diag) ? gb + j0 * K : nullptr);
+      });
     }
-  });
+  }
   double value = 0.0;
-  for (double v : val_task) value += v;
+  for (double v : values) value += v;
   at::Tensor val = at::scalar_tensor(value, opt);
   if (!want_grad) return {val, x.new_empty({0, K}), y.new_empty({0, K})};
   // back to the caller's units: d/dx of d2 in scaled units carries 1/s
-  return {val, gx_t.sum(0).mul_(inv_s), gy_t.sum(0).mul_(inv_s)};
+  return {val, gxa.add_(gxb).mul_(inv_s), gya.add_(gyb).mul_(inv_s)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mmd_imq_cpu(const at::Tensor& x, const at::Tensor& y,

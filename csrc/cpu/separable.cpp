@@ -18,7 +18,8 @@
 // runs the T block pairs (I, (I + s) mod T) in parallel: no two of them share a row block or a
 // column block, so every row statistic / dx row and every column statistic / dy row has a single
 // writer per step and is accumulated in the same order whatever the thread count. No atomics, no
-// per-thread copies of dy: the results are deterministic and independent of the number of threads.
+// per-thread copies of dy; the tile GEMMs run single-threaded inside the tasks (parallel_tasks.h):
+// the results are deterministic and independent of the number of threads.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "fast_exp.h"
+#include "parallel_tasks.h"
 
 namespace fastmi {
 namespace {
@@ -60,9 +62,7 @@ struct Schedule {
   template <typename F>
   void run(const F& f) const {
     for (int64_t step = 0; step < T; ++step) {
-      at::parallel_for(0, T, 1, [&](int64_t b, int64_t e) {
-        for (int64_t I = b; I < e; ++I) f(I, (I + step) % T);
-      });
+      parallel_tasks(T, [&](int64_t I) { f(I, (I + step) % T); });
     }
   }
 };
@@ -286,9 +286,13 @@ void tile_grad(T* raw, int64_t rn, int64_t cn, const T* a, const T* b, const T* 
     const Vec vga(ga[i]), vgb(gb[i]), va(a[i]);
     Vec dacc(T(0));
     int64_t j = 0;
-    auto step = [&](const Vec& r, const Vec& s, const Vec& vb, const Vec& vha, const Vec& vhb, Vec& dbv) {
+    // `left` < V: a tail whose lanes from `left` on are padding. Their ds is set to 0 before it meets
+    // r and b (0 there): exp(0 - lse) is inf when a row's lse is below -88.7, and inf * 0 = NaN.
+    auto step = [&](const Vec& r, const Vec& s, const Vec& vb, const Vec& vha, const Vec& vhb, Vec& dbv,
+                    int64_t left) __attribute__((always_inline)) {
       Vec ds = vga * fast_exp(s - vgb);
       if (cols) ds = ds + vha * fast_exp(s - vhb);
+      if (left < V) ds = Vec::set(Vec(T(0)), ds, left);
       const Vec dsr = ds * r;
       dacc = dacc + dsr * vb;
       dbv = dsr * va;
@@ -298,7 +302,7 @@ void tile_grad(T* raw, int64_t rn, int64_t cn, const T* a, const T* b, const T* 
       const Vec vb = Vec::loadu(b + j);
       Vec dbv;
       const Vec e = step(Vec::loadu(row + j), Vec::loadu(tmp + j), vb, cols ? Vec::loadu(ha + j) : Vec(T(0)),
-                         cols ? Vec::loadu(hb + j) : Vec(T(0)), dbv);
+                         cols ? Vec::loadu(hb + j) : Vec(T(0)), dbv, V);
       (Vec::loadu(db + j) + dbv).store(db + j);
       e.store(row + j);
     }
@@ -307,8 +311,8 @@ void tile_grad(T* raw, int64_t rn, int64_t cn, const T* a, const T* b, const T* 
       const Vec vb = Vec::loadu(b + j, left);
       Vec dbv;
       const Vec e = step(Vec::loadu(row + j, left), Vec::loadu(tmp + j, left), vb,
-                         cols ? Vec::loadu(ha + j, left) : Vec(T(0)), cols ? Vec::loadu(hb + j, left) : Vec(T(0)), dbv);
-      // padding lanes: raw = 0 and b = 0 there, so they add 0 to dacc
+                         cols ? Vec::loadu(ha + j, left) : Vec(T(0)), cols ? Vec::loadu(hb + j, left) : Vec(T(0)), dbv,
+                         left);
       (Vec::loadu(db + j, left) + dbv).store(db + j, left);
       e.store(row + j, left);
     }

@@ -56,7 +56,8 @@ def regularization(reg_weight, reg_target, reg_norm, name: str) -> tuple[float, 
 
 def flag(value, arg: str, name: str) -> bool:
     """A True/False option (numpy's bool too); anything else is a TypeError, not a truthy guess."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    kind = type(value)
+    if isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool")):
         return bool(value)
     raise TypeError(f"{name}: {arg} must be True or False, got {value!r}")
 
@@ -85,3 +86,28 @@ def like(name: str, a: torch.Tensor, b: torch.Tensor, arg_a: str, arg_b: str, *,
         raise ValueError(f"{name}: {arg_a} has shape {tuple(a.shape)} but {arg_b} has shape {tuple(b.shape)}")
     if dtype and a.dtype != b.dtype:
         raise TypeError(f"{name}: {arg_a} is {a.dtype} but {arg_b} is {b.dtype}")
+def nonzero_rows(x: torch.Tensor, arg: str, name: str) -> None:
+    """ValueError if a row of x has norm 0 (in fp32, fp64 for float64): the cosine critic divides by
+    it. One host sync, eager mode only."""
+    if torch.compiler.is_compiling() or x.device.type == "meta":
+        return
+    dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    zero = (torch.linalg.vector_norm(x.detach().to(dt), dim=1) == 0).nonzero()
+    if zero.numel():
+        raise ValueError(f"{name}: normalize=True but {arg} has {zero.numel()} zero-norm row(s) "
+                         f"(first: row {int(zero[0])}); the cosine critic is undefined there")
+
+
+def generator(gen, name: str, alternative: str) -> None:
+    """``gen`` is None or a torch.Generator; under torch.compile a Generator (not a graph input)
+    raises a RuntimeError naming the compile-friendly ``alternative``."""
+    if gen is None:
+        return
+    if not isinstance(gen, torch.Generator):
+        raise TypeError(f"{name}: generator must be a torch.Generator or None, got {type(gen).__name__}")
+    if torch.compiler.is_compiling():
+        raise RuntimeError(
+            f"{name}: generator= cannot be traced by torch.compile (a torch.Generator is not a graph input). "
+            "Inside a compiled function leave generator=None: the draws then come from torch's default "
+            "generator, so torch.manual_seed(s) before the call makes them reproducible (compiled code draws "
+            f"other values than eager code for the same seed). Or draw outside the compiled function: {alternative}")

@@ -19,19 +19,24 @@ joint and marginal pairs, as the authors' code does.
 Non-finite scores propagate the way ``torch.logsumexp`` propagates them (NaN in, NaN out); they are
 not an error, so that the check costs no device synchronization. A batch with no positive pair
 (an all-False mask), or with no negative pair, is skipped: loss 0 with zero gradient, mi NaN; an
-InfoNCE anchor with no positive or no negative is left out. fp16/bf16 scores are computed
+InfoNCE anchor with no positive or no negative is left out. ``group=`` (a torch.distributed
+ProcessGroup or "world"): each rank passes its own score rows (or joint/marginal values) and gets
+the bound over every rank's rows, each row with the positives and negatives its rank gave it
+(fastmi.critic_lse.sharded). fp16/bf16 scores are computed
 with fp32 accumulation and give fp32 results on every backend. Second-order gradients need
 backend="reference" (the fused backward kernels raise under create_graph=True).
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
-from .._core import validate
+from .._core import distributed, validate
+from .._core.dtypes import acc_dtype
 from .._core.result import MIResult
-from . import ops, sampled
+from . import ops, sampled, sharded
 from .bounds import BOUNDS, Bound
 from .contract import LSE
 from .evaluate import evaluate
@@ -94,29 +99,67 @@ def layout_of(bound: Bound, scores, positives, negatives, name: str):
     return scores, layout
 
 
-def call(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, positives, negatives, reg_weight,
-         reg_target, reg_norm, backend) -> MIResult:
-    """The body of every generated function: checks, layout, backend, then the bound's formula."""
+class Prepared(NamedTuple):
+    """A call's checked arguments: the matrix the statistics run over, its layout, the options with
+    the per-call inputs, the regularizer, the chosen backend and its row-statistics function, tau."""
+
+    scores: torch.Tensor
+    layout: object
+    opts: dict
+    reg: tuple
+    backend: str
+    row_stats: object
+    tau: float
+
+    def statistics(self, needed, exp=None):
+        """{statistic: its length-n vector} for the statistics ``needed``; with ``exp`` (the bound's
+        exponential term, ``evaluate.exp_request``) the triple ({...}, E, a) (``ops``)."""
+        out = self.row_stats(self.scores, self.layout, self.tau, sum(1 << k for k in needed), exp)
+        st = out if exp is None else out[0]
+        picked = {k: st[k] for k in needed}
+        return picked if exp is None else (picked, *out[1:])
+
+
+def prepare(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, positives, negatives, reg_weight,
+            reg_target, reg_norm, backend) -> Prepared:
+    """Checks, layout and backend: everything before the statistics."""
     name = bound.name
     opts, reg = check_options(bound, name, options, reg_weight, reg_target, reg_norm)
     scores, positives, negatives = _scores_of(name, scores, joint, marginal, positives, negatives)
     scores, layout = layout_of(bound, scores, positives, negatives, name)
     for inp in bound.inputs:
         opts[inp.name] = inp.check(inputs[inp.name], scores, name)
-    return run(bound, name, scores, layout, opts, reg, backend)
+    return prepared(bound, name, scores, layout, opts, reg, backend)
 
 
-def run(bound: Bound, name: str, scores, layout, opts: dict, reg: tuple, backend) -> MIResult:
-    """``bound`` on the row statistics of ``scores`` (checked, with its layout) from ``backend``."""
+def prepared(bound: Bound, name: str, scores, layout, opts: dict, reg: tuple, backend) -> Prepared:
+    """The backend for checked ``scores`` with their layout."""
     chosen, row_stats = ops.FAMILY.select(backend, scores, name)
     tau = math.inf if opts.get("clip") is None else float(opts["clip"])
+    return Prepared(scores, layout, opts, reg, chosen, row_stats, tau)
 
-    def stats_of(needed):
-        st = row_stats(scores, layout, tau, sum(1 << k for k in needed))
-        return {k: st[k] for k in needed}
 
-    second = bound.second_pass(scores, opts, chosen != "reference") if bound.second_pass else None
-    return evaluate(bound, opts, reg, layout, stats_of, second)
+def run(bound: Bound, p: Prepared) -> MIResult:
+    """``bound`` on the row statistics (and its second pass, if it has one) of a prepared call."""
+    second = bound.second_pass(p.scores, p.opts, p.backend != "reference") if bound.second_pass else None
+    return evaluate(bound, p.opts, p.reg, p.layout, p.statistics, acc_dtype(p.scores.dtype), p.scores.device, second)
+
+
+def call(bound: Bound, scores, inputs: dict, joint, marginal, options: dict, positives, negatives, reg_weight,
+         reg_target, reg_norm, backend, group=None) -> MIResult:
+    """The body of every generated function: checks, layout, backend, then the bound's formula."""
+    group = distributed.resolve(group, bound.name)
+
+    def checked() -> Prepared:
+        return prepare(bound, scores, inputs, joint, marginal, options, positives, negatives, reg_weight, reg_target,
+                       reg_norm, backend)
+
+    if group is not None:
+        if bound.second_pass or bound.columns or sampled.is_sampled(negatives):
+            raise ValueError(f"{bound.name}: group= is not supported for this bound or for k negatives per anchor "
+                             "(its statistics need more than the rows of one rank)")
+        return sharded.call(bound, group, checked, (scores, joint, marginal))
+    return run(bound, checked())
 
 
 def negative_lme(scores, positives=None, negatives=None, *, backend="auto", name="negative_lme") -> torch.Tensor:
@@ -134,12 +177,13 @@ def _signature(bound: Bound) -> tuple[str, str]:
     positional = ["scores=None"] + [f"{i.name}={i.default!r}" for i in bound.inputs]
     keyword = (["joint=None", "marginal=None"] if bound.vector_form else []) + \
         [f"{o.name}={o.default!r}" for o in bound.options] + \
-        ["positives=None", "negatives=None", "reg_weight=0.0", "reg_target=0.0", "reg_norm='l2'", "backend='auto'"]
+        ["positives=None", "negatives=None", "reg_weight=0.0", "reg_target=0.0", "reg_norm='l2'", "backend='auto'",
+         "group=None"]
     inputs = "{" + ", ".join(f"{i.name!r}: {i.name}" for i in bound.inputs) + "}"
     options = "{" + ", ".join(f"{o.name!r}: {o.name}" for o in bound.options) + "}"
     vector = "joint, marginal" if bound.vector_form else "None, None"
     args = (f"_bound, scores, {inputs}, {vector}, {options}, positives, negatives, reg_weight, reg_target, reg_norm, "
-            "backend")
+            "backend, group")
     return ", ".join(positional) + ", *, " + ", ".join(keyword), args
 
 

@@ -73,9 +73,20 @@ class Bound:
     # a per-row vector the formula reads as ``rs.second_pass``, computed from the scores by a second pass
     # (scores, options, tiled) -> [n]; tiled=True on the fused backends: O(n) memory beyond the scores
     second_pass: Optional[Callable[[torch.Tensor, dict, bool], torch.Tensor]] = None
+    # the shift a of the bound's exponential term mean_N exp(S - a), read by RowStats.exp_mean(): a
+    # number, a tensor, or a function of the detached statistics; (opts, layout, needed) -> a
+    exp_shift: Optional[Callable[[dict, Any, tuple], Any]] = None
+
+    def exp_slot(self, opts: dict) -> int:
+        """The statistic the exponential term is taken on: CLSE when clipped, else LSE."""
+        return CLSE if opts.get("clip") is not None else LSE
 
     def stats_needed(self, opts: dict, regularized: bool) -> tuple:
-        return tuple(sorted(set(self.needs(opts)) | (set(self.reg_needs) if regularized else set())))
+        """What the formulas read, the regularizer's statistic, and the exponential term's slot."""
+        need = set(self.needs(opts)) | (set(self.reg_needs) if regularized else set())
+        if self.exp_shift is not None:
+            need.add(self.exp_slot(opts))
+        return tuple(sorted(need))
 
 
 # --- option checks --------------------------------------------------------------------------------
@@ -137,6 +148,10 @@ def _pos_neg(o) -> tuple:
     return (CPOS, CLSE) if _clipped(o) else (POS, LSE)
 
 
+def _pos(o) -> tuple:
+    return (CPOS,) if _clipped(o) else (POS,)
+
+
 # --- formulas ------------------------------------------------------------------------------------
 def infonce_value(rs: RowStats, o) -> torch.Tensor:
     pos = torch.where(rs.anchor, rs[POS], torch.zeros_like(rs[POS])).sum() / rs._pos_div
@@ -152,12 +167,14 @@ def dv_value(rs: RowStats, o) -> torch.Tensor:
 
 
 def nwj_value(rs: RowStats, o) -> torch.Tensor:
-    return rs.pos_mean(_clipped(o)) - rs.neg_exp_mean(1.0, _clipped(o))
+    """exp_shift 1."""
+    return rs.pos_mean(_clipped(o)) - rs.exp_mean()
 
 
 def tuba_value(rs: RowStats, o) -> torch.Tensor:
+    """exp_shift a = log_baseline."""
     a = o["log_baseline"].to(rs.dtype).expand(rs.pos_count.shape[0])
-    return 1 + rs.pos_shifted_mean(a, _clipped(o)) - rs.neg_exp_mean(a, _clipped(o))
+    return 1 + rs.pos_shifted_mean(a, _clipped(o)) - rs.exp_mean()
 
 
 def flo_value(rs: RowStats, o) -> torch.Tensor:
@@ -189,11 +206,20 @@ def alpha_tuba_second_pass(scores: torch.Tensor, o: dict, tiled: bool):
         return None  # B_ij = a_i: TUBA, no second pass
     a = o["log_baseline"].to(scores.dtype if scores.dtype == torch.float64 else torch.float32)
     return interpolated.baseline_row_sums(scores, a.expand(scores.shape[0]), o["alpha"], tiled=tiled)
+JS_VALUES = ("nwj", "nwj_shifted")
+
+
+def _js_value_option(value, name):
+    if not isinstance(value, str) or value not in JS_VALUES:
+        raise ValueError(f"{name}: value must be 'nwj' (NWJ of the scores, the papers' code) or 'nwj_shifted' "
+                         f"(NWJ of the scores + 1, Poole et al.), got {value!r}")
+    return value
 
 
 def js_value(rs: RowStats, o) -> torch.Tensor:
-    """NWJ of the same scores; with nwj_shift=True, NWJ of S + 1 (Poole et al.'s I_JS)."""
-    if o["nwj_shift"]:
+    """NWJ of the same scores; value="nwj_shifted": NWJ of S + 1 (Poole et al.'s I_JS). A value only
+    (the gradient is the surrogate's), so no exp_shift."""
+    if o["value"] == "nwj_shifted":
         return 1 + rs.pos_mean() - rs.neg_exp_mean(0.0)
     return rs.pos_mean() - rs.neg_exp_mean(1.0)
 
@@ -206,17 +232,32 @@ def smile_value(rs: RowStats, o) -> torch.Tensor:
     return rs.pos_mean(_clipped(o) and o["clip_positives"]) - rs.lme_neg(_clipped(o))
 
 
+def _mine_averages(running_lme: torch.Tensor, momentum: float, batch_lme: torch.Tensor, skip: torch.Tensor):
+    """(the updated moving average, the one the surrogate divides by), both log E_N e^S (detached);
+    a skipped batch (no positive or negative pair) does not move the average, and an empty average
+    divides by the batch's own value."""
+    ema = mine_running_update(running_lme, torch.where(skip, math.nan, batch_lme), momentum)
+    return ema, torch.where(torch.isnan(ema), batch_lme.detach().to(ema.dtype), ema)
+
+
+def mine_shift(o, layout, needed):
+    """MINE's exp_shift: the surrogate's average, a function of this batch's statistics."""
+    def shift(st: torch.Tensor) -> torch.Tensor:
+        rs = RowStats({k: st[k] for k in needed}, layout)
+        return _mine_averages(o["running_lme"], o["momentum"], rs.lme_neg(), rs.skip)[1]
+
+    return shift
+
+
 def mine_surrogate(rs: RowStats, o) -> torch.Tensor:
     """mean_P S - E_N[e^S] / sg(ema), ema the moving average of E_N[e^S] (kept as log in running_lme,
-    updated in place when o["update"]; a skipped batch does not move it)."""
+    updated in place when o["update"]); E_N[e^S] / ema = rs.exp_mean() (exp_shift mine_shift)."""
     running = o["running_lme"]
-    batch_lme = rs.lme_neg()
     with torch.no_grad():
-        ema = mine_running_update(running, torch.where(rs.skip, math.nan, batch_lme), o["momentum"])
+        ema, _ = _mine_averages(running, o["momentum"], rs.lme_neg(), rs.skip)
         if o["update"]:
             running.copy_(ema)
-        ema = torch.where(torch.isnan(ema), batch_lme.detach().to(ema.dtype), ema)  # empty: the batch's own value
-    return rs.pos_mean() - torch.exp(batch_lme - ema.to(batch_lme.dtype))
+    return rs.pos_mean() - rs.exp_mean()
 
 
 def mine_running_update(running_lme: torch.Tensor, batch_lme: torch.Tensor, momentum: float) -> torch.Tensor:
@@ -274,7 +315,7 @@ BOUNDS = {b.name: b for b in [
     it is updated in place when ``update`` is true, like ``F.batch_norm``'s running statistics
     (``fastmi.nn.MINE`` owns it and updates it in training mode only).
     """,
-        value=dv_value, surrogate=mine_surrogate, needs=lambda o: (LSE, POS)),
+        value=dv_value, surrogate=mine_surrogate, needs=lambda o: (LSE, POS), exp_shift=mine_shift),
     Bound(
         "nwj", module="NWJ", separable=True, options=(CLIP,),
         doc="""NWJ (f-divergence / MINE-f) bound:
@@ -284,7 +325,7 @@ BOUNDS = {b.name: b for b in [
     ReNWJ: + reg_weight * (log mean_N exp S - reg_target)^2 with S unclipped. The authors' code uses
     clip=10 and reg_target=0; the paper's log-Euclidean form corresponds to reg_target=1.
     """,
-        value=nwj_value, needs=_pos_neg),
+        value=nwj_value, needs=_pos, exp_shift=lambda o, layout, needed: 1.0),
     Bound(
         "tuba", module="TUBA", options=(CLIP,),
         inputs=(Input("log_baseline", 0.0, _per_row("log_baseline"), "a (scalar, or one per row); differentiable if a tensor",
@@ -296,17 +337,18 @@ BOUNDS = {b.name: b for b in [
     a = 0 is the authors' TUBA (baseline 1); a = 1 gives NWJ. ReTUBA adds
     reg_weight * (log mean_N exp S - reg_target)^2 with S unclipped.
     """,
-        value=tuba_value, needs=_pos_neg),
+        value=tuba_value, needs=_pos, exp_shift=lambda o, layout, needed: o["log_baseline"]),
     Bound(
         "js", module="JS",
-        options=(Option("nwj_shift", False, _flag("nwj_shift"),
-                        "report NWJ of S + 1 (Poole et al., torch-mist) instead of NWJ of S (the papers' code)"),),
+        options=(Option("value", "nwj", _js_value_option,
+                        "'nwj': NWJ of S (the papers' code); 'nwj_shifted': NWJ of S + 1 (Poole et al., torch-mist)",
+                        cases=("nwj_shifted",)),),
         doc="""Jensen-Shannon (f-GAN) training with an NWJ value reported (Poole et al.):
 
         J = mean_P(-softplus(-S)) - mean_N softplus(S),  I_NWJ = mean_P S - mean_N exp(S - 1)
         loss = -(J + sg(I_NWJ - J)):  the value of -I_NWJ, the gradient of -J
 
-    nwj_shift=True reports NWJ evaluated on S + 1 instead, 1 + mean_P S - mean_N exp(S) (Poole et al.'s
+    value="nwj_shifted" reports NWJ evaluated on S + 1 instead, 1 + mean_P S - mean_N exp(S) (Poole et al.'s
     reading, torch-mist's value). The JS-optimal critic is S* = log p(x, y) / (p(x) p(y)), where NWJ is
     tight at S* + 1: the shifted value is exact there, the default sits 1/e below the true MI (the
     papers' code reports the default).

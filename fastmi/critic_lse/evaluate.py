@@ -17,11 +17,23 @@ from .bounds import Bound
 from .stats import RowStats
 
 
+class _GradientOnly(torch.autograd.Function):
+    """0 in value, the identity in gradient."""
+
+    @staticmethod
+    def forward(ctx, g):
+        return torch.zeros_like(g)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
 def straight_through(grad_value: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """A tensor with the value of ``value`` and the gradient of ``grad_value``: g + sg(v - g); an
-    infinite value is returned as it is (g + sg(v - g) would be NaN when g is infinite too)."""
-    mixed = grad_value + (value - grad_value).detach()
-    return torch.where(torch.isinf(value), value, mixed)
+    """A tensor with the value of ``value`` and the gradient of ``grad_value`` (g + sg(v - g) in the
+    papers' code), exactly: sg(v) + 0 * g with g's gradient, so an overflowed value (inf) keeps the
+    surrogate's gradient, as in exact arithmetic, instead of becoming inf - inf = NaN."""
+    return value.detach() + _GradientOnly.apply(grad_value)
 
 
 def regularizer(stat: torch.Tensor, weight: float, target: float, norm: str = "l2") -> torch.Tensor:
@@ -44,12 +56,40 @@ def finish(surrogate, value, stat, reg: tuple, skip, upper: bool = False) -> MIR
     return MIResult(loss, mi)
 
 
-def evaluate(bound: Bound, opts: dict, reg: tuple, layout, stats_of: Callable[[tuple], dict],
-             second_pass=None) -> MIResult:
-    """``bound`` on the statistics ``stats_of(needed)`` returns ({stat: vector} for the needed ones)
-    and, for a bound with a second pass, its per-row vector."""
+def mean_shift(shift, layout, dtype: torch.dtype, device):
+    """a + log |N|: the exponential term's shift, so that E_i = exp(LSE_i - a_i - log |N|) summed over
+    rows is mean_N exp(S - a) with no intermediate larger than the mean. ``shift``: a number, a
+    tensor, or a function of the detached [NUM_STATS, n] statistics (MINE)."""
+    log_n = torch.log(layout.negative_counts(dtype, device).sum().clamp_min(1))
+    if callable(shift):
+        return lambda st: shift(st) + log_n
+    if not isinstance(shift, torch.Tensor):
+        shift = torch.tensor(float(shift), dtype=dtype, device=device)
+    return shift.to(dtype) + log_n
+
+
+def exp_request(bound: Bound, opts: dict, reg: tuple, layout, dtype: torch.dtype, device):
+    """(slot, shift) of the bound's exponential term for ``row_stats``/``stats_of`` (the shift a +
+    log |N| of ``mean_shift``), or None for a bound without one."""
+    if bound.exp_shift is None:
+        return None
     needed = bound.stats_needed(opts, bool(reg[0]))
-    rs = RowStats(stats_of(needed), layout, bound.skip_rule, second_pass)
+    return bound.exp_slot(opts), mean_shift(bound.exp_shift(opts, layout, needed), layout, dtype, device)
+
+
+def evaluate(bound: Bound, opts: dict, reg: tuple, layout, stats_of: Callable, dtype: torch.dtype, device,
+             second_pass=None) -> MIResult:
+    """``bound`` on the statistics ``stats_of(needed, exp)`` returns: {stat: vector} for the needed
+    ones, or with ``exp = (slot, shift)`` (the bound's exponential term, ``exp_request``) the
+    triple ({stat: vector}, E, a) (see ``ops``). ``dtype``: the statistics' dtype. ``second_pass``:
+    the per-row vector of a bound with a second pass."""
+    needed = bound.stats_needed(opts, bool(reg[0]))
+    exp = exp_request(bound, opts, reg, layout, dtype, device)
+    if exp is None:
+        rs = RowStats(stats_of(needed, None), layout, bound.skip_rule, second_pass=second_pass)
+    else:
+        stats, exp_rows, _ = stats_of(needed, exp)
+        rs = RowStats(stats, layout, bound.skip_rule, exp_rows, second_pass)
     value = bound.value(rs, opts)
     surrogate = value if bound.surrogate is None else bound.surrogate(rs, opts)
     stat = bound.reg_stat(rs, opts) if reg[0] else None

@@ -3,7 +3,9 @@
 Constructor arguments are the loss's options (checked at construction, with the function's
 messages); forward takes the scores (or joint=/marginal=) and the bound's per-call inputs and returns
 ``MIResult(loss, mi)``. A bound with ``module_state`` (MINE) owns that input as a buffer and
-updates it in training mode only, as BatchNorm's running statistics.
+updates it in training mode only, as BatchNorm's running statistics. ``group=`` (None, "world" or a
+ProcessGroup, resolved at each call): the bound over every rank's rows; MINE's moving average is
+then the global one, identical on every rank.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .._core import registry
+from .._core import distributed, registry
 from .bounds import BOUNDS, Bound
 from . import sampled
 from .api import FUNCTIONS, check_options
@@ -25,7 +27,8 @@ class CriticLoss(nn.Module):
     bound: Bound
     fn = None
 
-    def __init__(self, *, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2", backend="auto", **options):
+    def __init__(self, *, negatives=None, reg_weight=0.0, reg_target=0.0, reg_norm="l2", backend="auto", group=None,
+                 **options):
         super().__init__()
         name = type(self).__name__
         known = {o.name for o in self._module_options()}
@@ -37,7 +40,8 @@ class CriticLoss(nn.Module):
         negatives = sampled.check_spec(negatives, name)
         registry.check_name(backend, name)
         self.options = dict(negatives=negatives, reg_weight=reg_weight, reg_target=reg_target, reg_norm=reg_norm,
-                            backend=backend, **{k: v for k, v in checked.items() if k in known})
+                            backend=backend, group=distributed.check_group(group, name),
+                            **{k: v for k, v in checked.items() if k in known})
         for k in known:  # e.g. MINE(...).momentum
             setattr(self, k, checked[k])
         if self.bound.module_state:
@@ -76,7 +80,7 @@ def make_module(bound: Bound) -> type:
     first = bound.doc.strip().splitlines()[0]
     doc = (f"``fastmi.functional.{bound.name}`` as a module: {first}\n\n    Options: "
            + ", ".join(o.name for o in bound.options) + (", " if bound.options else "")
-           + "negatives, reg_weight, reg_target, reg_norm, backend.")
+           + "negatives, reg_weight, reg_target, reg_norm, backend, group.")
     return type(bound.module, (CriticLoss,), {"bound": bound, "fn": staticmethod(FUNCTIONS[bound.name]),
                                               "__doc__": doc, "__module__": "fastmi.nn"})
 

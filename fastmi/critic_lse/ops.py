@@ -13,6 +13,15 @@ n x m is saved between forward and backward:
 "reference": the same statistics from dense masks with torch ops (autograd differentiates them; it
 is the no-kernel fallback and the torch.func path), written so that an entry whose true gradient is
 finite gets a finite gradient whatever its row neighbours hold.
+
+Exponential terms. A bound holding mean_N exp(S - a) (NWJ, TUBA, MINE's surrogate) must not take its
+gradient through exp(LSE_i - a_i): with one large score in a row that factor overflows while every
+other entry's gradient exp(S_ij - a_i) is finite. So ``row_stats(..., exp=(slot, shift))`` also
+returns E_i = exp(stats[slot, i] - a_i) as an output of its own, and the fused backward merges its
+gradient with the slot's into one (coefficient, shift) pair per row (``fastmi._core.exp_terms``);
+the reference computes E_i directly as sum_{j in N_i} exp(S_ij - a_i). ``shift`` is a number, a 0-d
+or [n] tensor (with gradient: TUBA's baseline), or a function of the detached statistics (MINE's
+moving average, which includes this batch).
 """
 from __future__ import annotations
 
@@ -21,7 +30,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._core import registry
+from .._core import exp_terms, registry
 from .._core.dtypes import acc_dtype, upcast
 from .._core.fused_op import FusedOp
 from .contract import CLSE, CPOS, LSE, NUM_STATS, POS, PSP, SP
@@ -57,13 +66,60 @@ OP = FusedOp(
     triton=("critic_lse", "critic_lse_fwd", "critic_lse_bwd"))
 
 
+class _StatsWithExp(torch.autograd.Function):
+    """The op's statistics plus E_i = exp(stats[slot, i] - a_i), E's gradient merged into the
+    kernel's coefficient of that slot (module docstring); a is returned as ``ref``."""
+
+    @staticmethod
+    def forward(ctx, scores, shift, pos_index, pos_mask, neg_mode, clip, need, backend, slot):
+        impl = OP.implementation(backend)
+        stats = impl.forward(scores, pos_index, pos_mask, neg_mode, clip, need)
+        if callable(shift):
+            ref = shift(stats.detach()).to(stats.dtype)
+            shift = None  # a function of the detached statistics: a constant
+        else:
+            ref = shift.to(stats.dtype)
+        a = exp_terms.row_shift(ref, stats[slot])
+        E = torch.exp(stats[slot] - a)
+        ctx.save_for_backward(scores, pos_index, pos_mask, stats, a, E)
+        ctx.args = (neg_mode, clip, need, backend, slot, None if shift is None else shift.shape)
+        ctx.mark_non_differentiable(ref)
+        return stats, E, ref
+
+    @staticmethod
+    def backward(ctx, g_stats, g_exp, _g_ref):
+        if torch.is_grad_enabled():
+            raise RuntimeError("fastmi: second-order gradients through the fused critic_lse kernels are not supported; "
+                               "use backend='reference' for double backward")
+        scores, pos_index, pos_mask, stats, a, E = ctx.saved_tensors
+        neg_mode, clip, need, backend, slot, shift_shape = ctx.args
+        g = torch.zeros_like(stats) if g_stats is None else g_stats.clone()
+        h = torch.zeros_like(E) if g_exp is None else g_exp
+        coef, shift = exp_terms.merge(g[slot], stats[slot], h, a)
+        g[slot] = coef
+        st = stats.clone()
+        st[slot] = shift
+        grad = OP.implementation(backend).backward(g.contiguous(), scores, pos_index, pos_mask, neg_mode, clip, need, st)
+        grad_shift = exp_terms.shift_gradient(h, E, shift_shape) if ctx.needs_input_grad[1] else None
+        return grad, grad_shift, None, None, None, None, None, None, None
+
+
+def _shift_tensor(shift, scores: Tensor):
+    if callable(shift) or isinstance(shift, Tensor):
+        return shift
+    return torch.tensor(float(shift), dtype=acc_dtype(scores.dtype), device=scores.device)
+
+
 def _fused(backend: str):
     impl = OP.implementation(backend)
 
-    def row_stats(scores: Tensor, layout: Layout, tau: float, need: int) -> Tensor:
-        if backend == "cpu":
-            scores = upcast(scores)  # the CPU kernel computes half types in fp32
-        return impl.forward(scores, layout.pos_index, layout.pos_mask, layout.neg_mode, tau, need)
+    def row_stats(scores: Tensor, layout: Layout, tau: float, need: int, exp=None):
+        """fp16/bf16 scores go to the kernels as they are (the CPU kernel converts one row at a time)."""
+        args = (layout.pos_index, layout.pos_mask, layout.neg_mode, tau, need)
+        if exp is None:
+            return impl.forward(scores, *args)
+        slot, shift = exp
+        return _StatsWithExp.apply(scores, _shift_tensor(shift, scores), *args, backend, slot)
 
     return row_stats
 
@@ -101,7 +157,7 @@ def _clamp(S: Tensor, tau: float) -> Tensor:
     return S if math.isinf(tau) or tau > torch.finfo(S.dtype).max else S.clamp(-tau, tau)
 
 
-def row_stats_reference(scores: Tensor, layout: Layout, tau: float, need: int) -> Tensor:
+def row_stats_reference(scores: Tensor, layout: Layout, tau: float, need: int, exp=None):
     S = upcast(scores)
     P, N = layout.dense_masks(S.device)
     zero = torch.zeros(S.shape[0], dtype=S.dtype, device=S.device)
@@ -113,7 +169,18 @@ def row_stats_reference(scores: Tensor, layout: Layout, tau: float, need: int) -
         PSP: lambda: masked_sum(lambda v: softplus(-v), S, P),
         CPOS: lambda: masked_sum(lambda v: _clamp(v, tau), S, P),
     }
-    return torch.stack([make[k]() if need & (1 << k) else zero for k in range(NUM_STATS)])
+    stats = torch.stack([make[k]() if need & (1 << k) else zero for k in range(NUM_STATS)])
+    if exp is None:
+        return stats
+    slot, shift = exp
+    ref = shift(stats.detach()).to(S.dtype).detach() if callable(shift) else _shift_tensor(shift, S).to(S.dtype)
+    a = exp_terms.row_shift(ref, zero)[:, None]
+    x = _clamp(S, tau) if slot == CLSE else S
+    # a batch without a positive or a negative pair is skipped (RowStats): its exponentials must not
+    # overflow into 0 * inf = NaN in the gradient it discards
+    skip = ~(P.any() & N.any())
+    x = torch.where(skip, torch.zeros_like(x), x)
+    return stats, masked_sum(lambda v: torch.exp(v - a), x, N), ref
 
 
 FAMILY = registry.family("critic_lse", ext_ops=("critic_lse", "critic_lse_backward"))

@@ -18,8 +18,11 @@ class RowStats:
     statistics read as zeros, so nothing computed from them can send inf or NaN into the gradient
     that the skipped step discards."""
 
-    def __init__(self, stats: dict[int, torch.Tensor], layout: Layout, skip_rule: str = "batch",
+    def __init__(self, stats: dict[int, torch.Tensor], layout: Layout, skip_rule: str = "batch", exp_rows=None,
                  second_pass: torch.Tensor | None = None):
+        """``exp_rows``: E_i = exp(LSE_i - a_i - log |N|) (CLSE when clipped) of the bound's exponential
+        term, with its own gradient path (``ops`` module docstring); read by ``exp_mean``.
+        ``second_pass``: the per-row vector of a bound's second pass (Bound.second_pass)."""
         first = next(iter(stats.values()))
         dtype, dev = first.dtype, first.device
         self.pos_count = layout.positive_counts(dtype, dev)
@@ -35,6 +38,7 @@ class RowStats:
         self._stats = {k: torch.where(self.skip, torch.zeros_like(v), v) for k, v in stats.items()}
         self._second = None if second_pass is None else torch.where(self.skip, torch.zeros_like(second_pass),
                                                                      second_pass)
+        self._exp_rows = None if exp_rows is None else torch.where(self.skip, torch.zeros_like(exp_rows), exp_rows)
 
     def __getitem__(self, k: int) -> torch.Tensor:
         try:
@@ -60,10 +64,18 @@ class RowStats:
         return torch.logsumexp(self[CLSE if clipped else LSE], 0) - torch.log(self._neg_div)
 
     def neg_exp_mean(self, log_shift, clipped: bool = False) -> torch.Tensor:
-        """mean_N exp(S_ij - shift_i) = sum_i exp(LSE_i - shift_i) / |N|, summed directly rather than
-        through a log-sum-exp over rows: a row whose negatives are all -inf then contributes 0 with
-        zero gradient (the logsumexp backward would give exp(-inf + inf) = NaN)."""
-        return torch.exp(self[CLSE if clipped else LSE] - log_shift).sum() / self._neg_div
+        """mean_N exp(S_ij - shift_i) = sum_i exp(LSE_i - shift_i - log |N|), for values only (its
+        gradient would pass through exp(LSE_i - shift_i), which overflows; see exp_mean). No term is
+        larger than the mean, and a row whose negatives are all -inf contributes 0."""
+        return torch.exp(self[CLSE if clipped else LSE] - log_shift - torch.log(self._neg_div)).sum()
+
+    def exp_mean(self) -> torch.Tensor:
+        """mean_N exp(S_ij - a_i), a the bound's ``exp_shift`` (on clip(S) when clipped). Its gradient
+        reaches each entry as exp(S_ij - a_i) / |N|, finite wherever that is, whatever the row's other
+        scores."""
+        if self._exp_rows is None:
+            raise LookupError("fastmi: exp_mean() was read but the bound declares no exp_shift")
+        return self._exp_rows.sum()  # the shift includes log |N|
 
     def pos_mean(self, clipped: bool = False) -> torch.Tensor:
         """mean_P S (of clip(S) when clipped)."""

@@ -86,6 +86,9 @@ def load_idx_dataset(dataset: str, split: str, data_dir=None) -> tuple[torch.Ten
     if split not in IDX_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     folder = find_idx_folder(dataset, data_dir)
+    from .sources import record_read
+
+    record_read(dataset, split, folder)
     img_stem, lab_stem = IDX_FILES[split]
     images = read_idx(_find(folder, img_stem))
     labels = read_idx(_find(folder, lab_stem))

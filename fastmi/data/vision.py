@@ -14,6 +14,7 @@ import torch
 from .errors import DatasetNotFoundError
 from .cifar_stl import CIFAR_FOLDERS, STL10_FOLDER, STL10_SPLITS, read_cifar, read_stl10
 from .idx import find_idx_folder, load_idx_dataset
+from .sources import record_read
 
 NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10}
 
@@ -78,6 +79,7 @@ def load_images(name: str, split: str, data_dir=None, download: bool = False) ->
     if download:
         _download(name, root)
     images, labels = read_stl10(split, root) if name == "stl10" else read_cifar(name, split, root)
+    record_read(name, split, root / (STL10_FOLDER if name == "stl10" else CIFAR_FOLDERS[name]))
     return TensorImages(images, labels)
 
 

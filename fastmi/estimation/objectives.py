@@ -4,7 +4,7 @@
     lower bounds (maximized over the critic; the held-out bound is the estimate):
         infonce dv nwj    F.<name>_separable(f(x), g(y)) for a separable critic (fused, no matrix),
                           F.<name>(T(x_i, y_j)) for a joint one
-        js                F.js(S, nwj_shift=True): trained with the JS objective, reports NWJ of S + 1
+        js                F.js(S, value="nwj_shifted"): trained with the JS objective, reports NWJ of S + 1
         smile             F.smile(S) (clip 5)
         mine              fastmi.nn.MINE (the moving-average gradient), reports DV
         tuba alpha_tuba   with a learned baseline network a(x_i) (fastmi.nn.LearnedBaseline)
@@ -29,7 +29,7 @@ from .critics import JointCritic
 LOWER = ("infonce", "dv", "nwj", "js", "smile", "mine", "tuba", "alpha_tuba", "flo")
 UPPER = ("club", "l1out")
 ESTIMATORS = LOWER + UPPER
-DEFAULTS = {"js": {"nwj_shift": True}}
+DEFAULTS = {"js": {"value": "nwj_shifted"}}
 
 
 class Objective(nn.Module):

@@ -20,9 +20,11 @@ from .. import functional as F
 from ..data import NUM_CLASSES, load_images, prepare_batch
 from ..models.resnet import resnet18
 from . import runner
+from . import settings as checks
 from .paper003 import PAPER_BATCH, PAPER_EPOCHS, PAPER_TABLE2
 
 ESTIMATORS = ("mine", "smile", "infonce", "nwj", "tuba", "js")
+REQUIRES = {"matplotlib": "its figures"}
 # two-sided 95% Student-t quantiles for 1..10 degrees of freedom (confidence intervals over seeds)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -56,15 +58,21 @@ class BenchConfig:
         return repr(value)
 
     def validate(self):
-        if self.dataset not in NUM_CLASSES:
-            raise ValueError(f"dataset must be one of {sorted(NUM_CLASSES)}, got {self.dataset!r}")
-        bad = [e for e in self.estimators if e not in ESTIMATORS]
-        if bad:
-            raise ValueError(f"estimators: unknown {bad}; known: {ESTIMATORS}")
-        if self.seeds < 1 or self.image_size < 8 or self.batch < 0 or self.epochs < 0:
-            raise ValueError("seeds >= 1, image_size >= 8, batch >= 0 and epochs >= 0 needed")
-        if any(not w > 0 for w in self.reg_weights):
-            raise ValueError(f"reg_weights must be > 0, got {self.reg_weights}")
+        checks.one_of(self, "dataset", sorted(NUM_CLASSES))
+        checks.items(self, "estimators", lambda e: e in ESTIMATORS, f"estimators among {', '.join(ESTIMATORS)}")
+        checks.int_at_least(self, 1, "seeds", "eval_batch")
+        checks.int_at_least(self, 8, "image_size")
+        checks.int_at_least(self, 0, "batch", "epochs", "n_train", "n_test")
+        checks.need(self.batch != 1, "batch", "0 (the paper's) or >= 2", self.batch)
+        if self.n_train:
+            checks.need(self.batch <= self.n_train, "batch", f"at most n_train ({self.n_train})", self.batch)
+        checks.items(self, "reg_weights", checks.positive_numbers, "numbers > 0")
+        checks.positive(self, "lr", "smile_clip", "renwj_clip")
+        checks.need(checks.is_number(self.js_reg_target), "js_reg_target", "a number", self.js_reg_target)
+
+
+def dataset_names(cfg) -> list:
+    return [cfg.dataset]
 
 
 QUICK = {"dataset": "fashion-mnist", "image_size": 32, "n_train": 2000, "n_test": 1000, "epochs": 2, "batch": 25,

@@ -29,6 +29,7 @@ import torch
 from .. import functional as F
 from ..models.neural_bayes_mim import MIMEncoder, encode
 from . import _nb_mim_data, runner
+from . import settings as checks
 from .probe import train_probe
 
 # The random-encoder probe grid of section 5.2.1 (16 configurations)
@@ -55,17 +56,11 @@ class MIMSettings:
         return runner.whole_split_paper_value(name, value)
 
     def validate(self):
-        if self.dataset not in _nb_mim_data.DATASETS:
-            raise ValueError(f"dataset must be one of {_nb_mim_data.DATASETS}, got {self.dataset!r}")
-        for key in ("epochs", "probe_hidden", "probe_epochs", "probe_batch", "first_n"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise ValueError(f"{key} must be an int >= 1, got {getattr(self, key)!r}")
-        if not self.width > 0:
-            raise ValueError(f"width must be > 0, got {self.width}")
-        if self.n_train < 0 or self.n_test < 0:
-            raise ValueError(f"n_train and n_test must be >= 0 (0: the whole split), got {self.n_train}, {self.n_test}")
-        if not self.probe_lrs or any(not lr > 0 for lr in self.probe_lrs):
-            raise ValueError(f"probe_lrs must be a non-empty list of positive learning rates, got {self.probe_lrs}")
+        checks.one_of(self, "dataset", _nb_mim_data.DATASETS)
+        checks.int_at_least(self, 1, "epochs", "probe_hidden", "probe_epochs", "probe_batch", "first_n", "eval_batch")
+        checks.positive(self, "width")
+        checks.int_at_least(self, 0, "n_train", "n_test")
+        checks.items(self, "probe_lrs", checks.positive_numbers, "learning rates > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,22 +81,19 @@ class EncoderRun:
         base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)}
         run = cls(**{**base, **over})
         run.validate()
+        if getattr(cfg, "n_train", 0):
+            checks.need(run.mbs <= cfg.n_train, "mbs", f"at most n_train ({cfg.n_train}), the encoder's training "
+                        "images", run.mbs)
         return run
 
     def validate(self) -> None:
-        if self.prior not in ("v1", "v2"):
-            raise ValueError(f"prior must be 'v1' or 'v2', got {self.prior!r}")
-        if not isinstance(self.mbs, int) or self.mbs < 2:
-            raise ValueError(f"mbs must be an int >= 2 (the batch marginal and R_c need two samples), got {self.mbs!r}")
-        if not isinstance(self.bs, int) or self.bs < self.mbs:
-            raise ValueError(f"bs ({self.bs!r}) must be an int >= mbs ({self.mbs}): gradients of MBS-sized "
-                             "minibatches are accumulated until BS samples are seen")
-        if not isinstance(self.pool, int) or self.pool < 0:
-            raise ValueError(f"pool must be an int >= 0 (2: each state and its 2x2 average pool; 0: the states only), "
-                             f"got {self.pool!r}")
-        if not (self.alpha >= 0 and self.beta >= 0 and self.weight_decay >= 0 and self.lr > 0):
-            raise ValueError(f"alpha, beta and weight_decay must be >= 0 and lr > 0, got alpha={self.alpha}, "
-                             f"beta={self.beta}, weight_decay={self.weight_decay}, lr={self.lr}")
+        checks.one_of(self, "prior", ("v1", "v2"))
+        checks.int_at_least(self, 2, "mbs")   # the batch marginal and R_c need two samples
+        checks.need(checks.is_int(self.bs) and self.bs >= self.mbs, "bs", f"an int >= mbs ({self.mbs}): gradients of "
+                    "MBS-sized minibatches are accumulated until BS samples are seen", self.bs)
+        checks.int_at_least(self, 0, "pool")  # 2: each state and its 2x2 average pool; 0: the states only
+        checks.non_negative(self, "alpha", "beta", "weight_decay")
+        checks.positive(self, "lr")
 
     def name(self) -> str:
         return (f"mim-{self.prior}-pool{self.pool}-a{self.alpha:.4g}-b{self.beta:.4g}-mbs{self.mbs}-bs{self.bs}"
@@ -282,6 +274,14 @@ def random_baseline(ctx: runner.RunContext, cfg: MIMSettings, data, grid=RANDOM_
     return ctx.loop(job, {}, step, len(grid), ckpt_every=1, unit="config")
 
 
+def with_baseline(ctx: runner.RunContext, cfg: MIMSettings, data, jobs: dict) -> Optional[runner.JobResult]:
+    """Runs the random encoder (when ``cfg.random_baseline``) and writes the run's metrics.csv with
+    the encoder jobs {name: result} and it; returns the random encoder's result (or None)."""
+    base = random_baseline(ctx, cfg, data) if cfg.random_baseline else None
+    runner.write_metrics(ctx.run_dir / "metrics.csv", {**jobs, **({"random-encoder": base} if base else {})})
+    return base
+
+
 def best_probe(final: dict) -> dict:
     """The best probe of one encoder job, per protocol (each protocol maximised separately)."""
     ps = list(final["probes"].values())
@@ -305,6 +305,17 @@ def baseline_summary(res: Optional[runner.JobResult], cfg: MIMSettings) -> Optio
 
 def pct(v: Optional[float]) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{100 * v:.2f}"
+
+
+REQUIRES = {"matplotlib": "its figures"}
+
+
+def dataset_names(cfg) -> list:
+    """The probe's dataset and the encoder's (STL-10's encoder also reads its unlabeled split)."""
+    enc = _nb_mim_data.encoder_dataset(cfg.dataset)
+    if cfg.dataset == "stl10":
+        return [("stl10", ("train", "test", "unlabeled"))]
+    return [cfg.dataset] + ([enc] if enc != cfg.dataset else [])
 
 
 def load_data(cfg: MIMSettings, ctx: runner.RunContext):

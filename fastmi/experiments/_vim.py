@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .. import functional as F
 from ..models.vim import MeanLogits, StochasticClassifier
 from . import plotting, runner
+from . import settings as checks
 from ._attack import cw_l2_targeted
 from ._representation import cluster_scores, normalized_hoyer
 
@@ -97,18 +98,23 @@ def make_ema(model: torch.nn.Module, decay: float) -> Optional[AveragedModel]:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def validate_common(cfg, name: str) -> None:
+def validate_common(cfg) -> None:
     """Checks shared by both experiments' configs (errors name the setting)."""
-    if cfg.k < 1 or cfg.epochs < 1 or cfg.batch_size < 2:
-        raise ValueError(f"{name}: k >= 1, epochs >= 1 and batch_size >= 2 needed (VIM's unbiased MMD needs 2 codes)")
-    if not cfg.lr > 0 or not 0 < cfg.lr_decay <= 1:
-        raise ValueError(f"{name}: lr must be > 0 and lr_decay in (0, 1], got lr={cfg.lr}, lr_decay={cfg.lr_decay}")
-    if not 0 <= cfg.ema_decay < 1:
-        raise ValueError(f"{name}: ema_decay must be in [0, 1) (0 = no EMA), got {cfg.ema_decay}")
-    if cfg.test_samples < 1:
-        raise ValueError(f"{name}: test_samples must be >= 1, got {cfg.test_samples}")
-    if len(cfg.adam_betas) != 2:
-        raise ValueError(f"{name}: adam_betas must be two numbers, got {cfg.adam_betas}")
+    checks.int_at_least(cfg, 1, "k", "epochs", "test_samples", "eval_batch", "kmeans_init")
+    checks.int_at_least(cfg, 2, "batch_size")        # VIM's unbiased MMD needs 2 codes
+    checks.int_at_least(cfg, 0, "n_train", "n_test", "lr_decay_every", "ckpt_every")
+    checks.positive(cfg, "lr", "scale_shift")
+    checks.in_interval(cfg, "lr_decay", 0, 1, low_open=True)
+    checks.in_interval(cfg, "ema_decay", 0, 1, high_open=True)   # 0 = no EMA
+    checks.non_negative(cfg, "mmd_scale")
+    checks.need(len(cfg.adam_betas) == 2 and all(checks.is_number(b) and 0 <= b < 1 for b in cfg.adam_betas),
+                "adam_betas", "two numbers in [0, 1)", cfg.adam_betas)
+    checks.items(cfg, "lr_milestones", checks.positive_ints, "positive ints (epochs)", nonempty=False)
+    if cfg.n_train:
+        checks.need(cfg.batch_size <= cfg.n_train, "batch_size", f"at most n_train ({cfg.n_train})", cfg.batch_size)
+
+
+REQUIRES = {"matplotlib": "its figures", "sklearn": "the k-means cluster scores of the codes"}
 
 
 @dataclasses.dataclass

@@ -35,9 +35,11 @@ from ..data.manifolds import DATASETS, Standardizer, embed, make_manifolds, rand
 from ..models import DMSMLP
 from ..models.neural_bayes_dms import BN_INITS
 from . import plotting, runner
+from . import settings as checks
 from ._nb_dms import RC_BN_MODES, RC_CLEAN_PASSES, RC_NOISES, dms_step, predict
 
 NAME = "nb_dms_2d"
+REQUIRES = {"matplotlib": "its figures", "sklearn": "the circles / moons / blobs data and the ARI score"}
 SUMMARY = "Neural Bayes Fig 1: DMS on spirals / circles / moons / blobs in 512-D, adjusted Rand index"
 
 
@@ -84,28 +86,22 @@ class Config:
     ckpt_every: int = runner.runner_field(100)
 
     def validate(self):
-        bad = [d for d in self.datasets if d not in DATASETS]
-        if bad or not self.datasets:
-            raise ValueError(f"nb_dms_2d: datasets must be a non-empty subset of {DATASETS}, got {self.datasets}")
-        if self.dim < 2 or self.lr <= 0 or self.seeds < 1 or not self.hidden:
-            raise ValueError("nb_dms_2d: dim >= 2, lr > 0, seeds >= 1 and non-empty hidden needed")
-        if self.rc_noise not in RC_NOISES:
-            raise ValueError(f"nb_dms_2d: rc_noise must be one of {RC_NOISES}, got {self.rc_noise!r}")
-        if self.batch < 0 or self.batch == 1:
-            raise ValueError(f"nb_dms_2d: batch must be 0 (the whole dataset) or >= 2, got {self.batch}")
-        if self.restarts < 1 or self.select_window < 1:
-            raise ValueError(f"nb_dms_2d: restarts >= 1 and select_window >= 1 needed, got restarts={self.restarts}, "
-                             f"select_window={self.select_window}")
-        if self.rc_bn not in RC_BN_MODES:
-            raise ValueError(f"nb_dms_2d: rc_bn must be one of {RC_BN_MODES}, got {self.rc_bn!r}")
-        if self.bn_init not in BN_INITS:
-            raise ValueError(f"nb_dms_2d: bn_init must be one of {BN_INITS}, got {self.bn_init!r}")
-        if self.rc_clean_pass not in RC_CLEAN_PASSES:
-            raise ValueError(f"nb_dms_2d: rc_clean_pass must be one of {RC_CLEAN_PASSES}, got {self.rc_clean_pass!r}")
+        checks.items(self, "datasets", lambda d: d in DATASETS, f"datasets among {', '.join(DATASETS)}")
+        checks.int_at_least(self, 2, "dim")
+        checks.int_at_least(self, 1, "seeds", "restarts", "select_window", "grid")
+        checks.int_at_least(self, 0, "batch", "ckpt_every")
+        checks.need(self.batch != 1, "batch", "0 (the whole dataset) or >= 2", self.batch)
+        checks.items(self, "hidden", checks.positive_ints, "positive ints")
+        checks.positive(self, "lr")
+        checks.one_of(self, "rc_noise", RC_NOISES)
+        checks.one_of(self, "rc_bn", RC_BN_MODES)
+        checks.one_of(self, "bn_init", BN_INITS)
+        checks.one_of(self, "rc_clean_pass", RC_CLEAN_PASSES)
         for d in DATASETS:
-            s = self.settings(d)
-            if s["n"] < 2 * s["k"] or s["k"] < 2 or s["epochs"] < 1 or s["beta"] < 0:
-                raise ValueError(f"nb_dms_2d: {d}: need n >= 2k, k >= 2, epochs >= 1 and beta >= 0, got {s}")
+            checks.int_at_least(self, 2, f"{d}_k")
+            checks.int_at_least(self, 2 * getattr(self, f"{d}_k"), f"{d}_n")
+            checks.int_at_least(self, 1, f"{d}_epochs")
+            checks.non_negative(self, f"{d}_beta")
 
     def settings(self, dataset: str) -> dict:
         """{n, k, beta, epochs, data: generator keyword arguments} of one dataset."""

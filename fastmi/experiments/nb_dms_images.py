@@ -25,10 +25,12 @@ import torch
 from ..data import load_idx_dataset
 from ..models import DMSCNN
 from . import plotting, runner
+from . import settings as checks
 from ._nb_dms import RC_BN_MODES, dms_step, predict
-from .nb_filters import resolve_dataset
+from .nb_filters import dataset_names, resolve_dataset  # noqa: F401 (dataset_names: the runner's hook)
 
 NAME = "nb_dms_images"
+REQUIRES = {"matplotlib": "its figures", "sklearn": "the ARI score"}
 SUMMARY = "Neural Bayes App C: DMS-trained CNN on MNIST (Fashion-MNIST fallback), linear probe vs a random CNN"
 PAPER = {"dms": 99.22, "random": 42.97}     # MNIST, % (first 128 test images, best epoch)
 
@@ -60,19 +62,19 @@ class Config:
         return runner.whole_split_paper_value(name, value, "MNIST")
 
     def validate(self):
-        if self.dataset not in ("auto", "mnist", "fashion-mnist"):
-            raise ValueError(f"nb_dms_images: dataset must be auto, mnist or fashion-mnist, got {self.dataset!r}")
-        if self.batch < 2 or self.epochs < 0 or self.lr <= 0 or self.k < 2 or self.beta < 0 or self.n_train < 0 \
-                or self.n_test < 0:
-            raise ValueError("nb_dms_images: batch >= 2, epochs >= 0, lr > 0, k >= 2, beta >= 0, n_train >= 0 needed")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"nb_dms_images: val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.rc_bn not in RC_BN_MODES:
-            raise ValueError(f"nb_dms_images: rc_bn must be one of {RC_BN_MODES}, got {self.rc_bn!r}")
-        if self.probe_features not in ("softmax", "logits"):
-            raise ValueError(f"nb_dms_images: probe_features must be softmax or logits, got {self.probe_features!r}")
-        if self.probe_epochs < 1 or self.probe_batch < 1 or self.probe_lr <= 0 or self.probe_patience < 1:
-            raise ValueError("nb_dms_images: probe_epochs >= 1, probe_batch >= 1, probe_lr > 0, probe_patience >= 1")
+        checks.one_of(self, "dataset", ("auto", "mnist", "fashion-mnist"))
+        checks.items(self, "channels", checks.positive_ints, "positive ints")
+        checks.int_at_least(self, 2, "batch", "k")
+        checks.int_at_least(self, 0, "epochs", "n_train", "n_test")
+        checks.int_at_least(self, 1, "probe_epochs", "probe_batch", "probe_patience", "eval_batch")
+        checks.positive(self, "lr", "probe_lr")
+        checks.non_negative(self, "beta")
+        checks.in_interval(self, "val_fraction", 0, 1, low_open=True, high_open=True)
+        if self.n_train:
+            checks.need(round(self.val_fraction * self.n_train) < self.n_train, "val_fraction",
+                        f"small enough to leave training images out of n_train = {self.n_train}", self.val_fraction)
+        checks.one_of(self, "rc_bn", RC_BN_MODES)
+        checks.one_of(self, "probe_features", ("softmax", "logits"))
 
 
 QUICK = {"n_train": 3000, "n_test": 2000, "batch": 300, "epochs": 4, "probe_epochs": 50}
@@ -198,10 +200,7 @@ def table(cfg: Config, dataset: str, note: str, probes: dict, n: dict) -> str:
         lines.append(f"{label:<12}{100 * f['test_acc']:>15.2f}%{100 * f['first_n_best_acc']:>15.2f}%"
                      f"{100 * f['val_acc']:>8.2f}%{f['best_epoch']:>11}{f['argmax_ari']:>11.3f}{PAPER[key]:>25.2f}%")
     lines.append("argmax ARI: adjusted Rand index of the argmax of the 10 outputs (the DMS partition) vs the test labels.")
-    if note:
-        lines.append(note)
-    lines.append(runner.differences_text(cfg))
-    return "\n".join(lines)
+    return runner.finish_table(lines, note, cfg)
 
 
 def run(cfg: Config, ctx: runner.RunContext) -> dict:

@@ -36,8 +36,10 @@ from .. import functional as F
 from ..data import load_idx_dataset
 from ..models import FilterMLP
 from . import plotting, runner
+from . import settings as checks
 
 NAME = "nb_filters"
+REQUIRES = {"matplotlib": "its figures"}
 SUMMARY = "Neural Bayes Figs 3-4: first-layer filters of the MIM-trained 784-500-500-100 MLP, dead-filter fraction"
 PAPER_NOTEBOOK_LOSS = 35.356   # MIM_MNIST_filter.ipynb, alpha = beta = 4, epoch 50 (training loss without R_c)
 PAPER_DEAD = {(0.0, 4.0): "majority dead", (4.0, 0.0): "not dead; memorise inputs", (4.0, 4.0): "not dead; parts"}
@@ -62,14 +64,15 @@ class Config:
         return runner.whole_split_paper_value(name, value, "MNIST")
 
     def validate(self):
-        if self.dataset not in ("auto", "mnist", "fashion-mnist"):
-            raise ValueError(f"nb_filters: dataset must be auto, mnist or fashion-mnist, got {self.dataset!r}")
-        if not self.settings or any(len(s) != 2 or s[0] < 0 or s[1] < 0 for s in self.settings):
-            raise ValueError(f"nb_filters: settings must be (alpha, beta) pairs >= 0, got {self.settings}")
-        if self.prior not in ("v1", "v2"):
-            raise ValueError(f"nb_filters: prior must be v1 or v2, got {self.prior!r}")
-        if self.batch < 2 or self.epochs < 1 or self.lr <= 0 or min(self.n_train, self.n_test) < 0 or self.dim_out < 2:
-            raise ValueError("nb_filters: batch >= 2, epochs >= 1, lr > 0, n_train, n_test >= 0 and dim_out >= 2 needed")
+        checks.one_of(self, "dataset", ("auto", "mnist", "fashion-mnist"))
+        checks.items(self, "settings", lambda s: len(s) == 2 and all(checks.is_number(v) and v >= 0 for v in s),
+                     "(alpha, beta) pairs of numbers >= 0, e.g. [[0,4],[4,4]]")
+        checks.one_of(self, "prior", ("v1", "v2"))
+        checks.items(self, "hidden", checks.positive_ints, "positive ints")
+        checks.int_at_least(self, 2, "batch", "dim_out")
+        checks.int_at_least(self, 1, "epochs", "n_show")
+        checks.int_at_least(self, 0, "n_train", "n_test")
+        checks.positive(self, "lr")
 
 
 QUICK = {"epochs": 5, "n_train": 20000}
@@ -83,6 +86,10 @@ def prior_value(c: int) -> float:
 def uniform_minimum(widths, alpha: float) -> float:
     """The MIM loss (mean over states of ent + (1 + alpha) R_p) at one-hot states with uniform marginals."""
     return (1.0 + alpha) * sum(prior_value(c) for c in widths) / len(widths)
+
+
+def dataset_names(cfg) -> list:
+    return [cfg.dataset]
 
 
 def resolve_dataset(name: str, data_dir) -> tuple[str, str]:
@@ -205,10 +212,7 @@ def table(cfg: Config, summary: dict, dataset: str, note: str) -> str:
                  f"the notebook's final training loss (alpha=beta=4, MNIST, 50 epochs): {PAPER_NOTEBOOK_LOSS}.")
     lines.append("dead = first-layer unit that is never the argmax of softmax(fc1(x)) on the test set; change = "
                  "median ||w - w_init|| / ||w_init|| of the dead / live filters.")
-    if note:
-        lines.append(note)
-    lines.append(runner.differences_text(cfg))
-    return "\n".join(lines)
+    return runner.finish_table(lines, note, cfg)
 
 
 def run(cfg: Config, ctx: runner.RunContext) -> dict:

@@ -19,8 +19,11 @@ import numpy as np
 
 from . import _nb_mim_train as T
 from . import runner
+from . import settings as checks
 
 NAME = "nb_mim"
+REQUIRES = T.REQUIRES
+dataset_names = T.dataset_names
 SUMMARY = "Neural Bayes Table 1: MIM-trained CNN encoder + 200-unit probe vs a random encoder (CIFAR / STL-10 / Fashion-MNIST)"
 
 # Table 1 (first 128 test images, best epoch); the random encoder's range over its 16 probe configurations
@@ -45,8 +48,9 @@ class Config(T.MIMSettings):
 
     def validate(self):
         super().validate()
-        if not self.lrs or not self.weight_decays:
-            raise ValueError("lrs and weight_decays must be non-empty lists (the encoder grid)")
+        checks.items(self, "lrs", checks.positive_numbers, "learning rates > 0 (the encoder grid)")
+        checks.items(self, "weight_decays", lambda v: checks.is_number(v) and v >= 0,
+                     "weight decays >= 0 (the encoder grid)")
         for lr in self.lrs:
             for wd in self.weight_decays:
                 T.EncoderRun.of(self, lr=lr, weight_decay=wd)
@@ -67,11 +71,7 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
         for wd in cfg.weight_decays:
             enc = T.EncoderRun.of(cfg, lr=lr, weight_decay=wd)
             runs[enc] = T.train_encoder(ctx, cfg, data, enc)
-    base = T.random_baseline(ctx, cfg, data) if cfg.random_baseline else None
-    jobs = {enc.name(): res for enc, res in runs.items()}
-    if base is not None:
-        jobs["random-encoder"] = base
-    runner.write_metrics(ctx.run_dir / "metrics.csv", jobs)
+    base = T.with_baseline(ctx, cfg, data, {enc.name(): res for enc, res in runs.items()})
     per_run = {enc.name(): {"lr": enc.lr, "weight_decay": enc.weight_decay, **res.final} for enc, res in runs.items()}
     best = {key: max(T.best_probe(r.final)[key] for r in runs.values()) for key in ("first128_best", "full_test")}
     summary = {"mim": best, "random": T.baseline_summary(base, cfg)}

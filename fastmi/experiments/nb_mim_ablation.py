@@ -19,8 +19,11 @@ import torch
 
 from . import _nb_mim_train as T
 from . import runner
+from . import settings as checks
 
 NAME = "nb_mim_ablation"
+REQUIRES = T.REQUIRES
+dataset_names = T.dataset_names
 SUMMARY = "Neural Bayes Figures 2 and 6: MIM accuracy over random alpha / beta draws, 4 vs 8 states, prior v1 vs v2"
 
 PAPER = {"best": 83.59, "random": 67.97, "random_min": 58.59}   # CIFAR-10, first 128 test images (section 5.2.1)
@@ -43,14 +46,12 @@ class Config(T.MIMSettings):
 
     def validate(self):
         super().validate()
-        if not self.priors or any(p not in ("v1", "v2") for p in self.priors):
-            raise ValueError(f"priors must be a non-empty list of 'v1' / 'v2', got {self.priors}")
-        if not self.pools or any(not isinstance(p, int) or p < 0 for p in self.pools):
-            raise ValueError(f"pools must be a non-empty list of ints >= 0 (0: 4 states, 2: 8 states), got {self.pools}")
-        if min(self.n_random, self.n_alpha0, self.n_beta0) < 0 or self.n_random + self.n_alpha0 + self.n_beta0 < 1:
-            raise ValueError("n_random, n_alpha0, n_beta0 must be >= 0 with at least one run")
-        if not (self.alpha_max >= 0 and self.beta_max >= 0):
-            raise ValueError(f"alpha_max and beta_max must be >= 0, got {self.alpha_max}, {self.beta_max}")
+        checks.items(self, "priors", lambda p: p in ("v1", "v2"), "'v1' / 'v2'")
+        checks.items(self, "pools", lambda p: checks.is_int(p) and p >= 0, "ints >= 0 (0: 4 states, 2: 8 states)")
+        checks.int_at_least(self, 0, "n_random", "n_alpha0", "n_beta0")
+        checks.need(self.n_random + self.n_alpha0 + self.n_beta0 >= 1, "n_random + n_alpha0 + n_beta0",
+                    "at least 1 (one run)", self.n_random + self.n_alpha0 + self.n_beta0)
+        checks.non_negative(self, "alpha_max", "beta_max")
         T.EncoderRun.of(self, alpha=0.0, beta=0.0, prior=self.priors[0], pool=self.pools[0])
 
 
@@ -77,11 +78,7 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
             for alpha, beta in pairs:
                 enc = T.EncoderRun.of(cfg, alpha=alpha, beta=beta, prior=prior, pool=pool)
                 runs[enc] = T.train_encoder(ctx, cfg, data, enc)
-    base = T.random_baseline(ctx, cfg, data) if cfg.random_baseline else None
-    jobs = {enc.name(): r for enc, r in runs.items()}
-    if base is not None:
-        jobs["random-encoder"] = base
-    runner.write_metrics(ctx.run_dir / "metrics.csv", jobs)
+    base = T.with_baseline(ctx, cfg, data, {enc.name(): r for enc, r in runs.items()})
     points = [{"prior": e.prior, "pool": e.pool, "alpha": e.alpha, "beta": e.beta, **T.best_probe(r.final),
                "best_epoch": r.final["best_epoch"]} for e, r in runs.items()]
     summary = summarize(cfg, points)

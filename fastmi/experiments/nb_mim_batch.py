@@ -15,8 +15,11 @@ import numpy as np
 
 from . import _nb_mim_train as T
 from . import runner
+from . import settings as checks
 
 NAME = "nb_mim_batch"
+REQUIRES = T.REQUIRES
+dataset_names = T.dataset_names
 SUMMARY = "Neural Bayes Table 2: MIM encoder accuracy over the minibatch size MBS x accumulated batch size BS"
 
 # Table 2 (CIFAR-10, first 128 test images); None: N/A in the paper (BS < MBS)
@@ -40,10 +43,11 @@ class Config(T.MIMSettings):
 
     def validate(self):
         super().validate()
-        if not self.mbs_values or not self.bs_values:
-            raise ValueError("mbs_values and bs_values must be non-empty lists")
+        checks.items(self, "mbs_values", lambda v: checks.is_int(v) and v >= 2, "ints >= 2")
+        checks.items(self, "bs_values", checks.positive_ints, "positive ints")
         if not cells(self):
-            raise ValueError(f"no cell with BS >= MBS in mbs_values={self.mbs_values} x bs_values={self.bs_values}")
+            raise checks.SettingError(f"bs_values must hold a value >= some of mbs_values, got mbs_values="
+                                      f"{list(self.mbs_values)}, bs_values={list(self.bs_values)}")
         for mbs, bs in cells(self):
             T.EncoderRun.of(self, mbs=mbs, bs=bs)
 
@@ -60,11 +64,7 @@ def cells(cfg) -> list:
 def run(cfg: Config, ctx: runner.RunContext) -> dict:
     data = T.load_data(cfg, ctx)
     runs = {cell: T.train_encoder(ctx, cfg, data, T.EncoderRun.of(cfg, mbs=cell[0], bs=cell[1])) for cell in cells(cfg)}
-    base = T.random_baseline(ctx, cfg, data) if cfg.random_baseline else None
-    jobs = {f"mbs{m}-bs{b}": r for (m, b), r in runs.items()}
-    if base is not None:
-        jobs["random-encoder"] = base
-    runner.write_metrics(ctx.run_dir / "metrics.csv", jobs)
+    base = T.with_baseline(ctx, cfg, data, {f"mbs{m}-bs{b}": r for (m, b), r in runs.items()})
     grid = {f"{m}x{b}": {"mbs": m, "bs": b, **T.best_probe(r.final), "best_epoch": r.final["best_epoch"],
                          "opt_steps": r.final["opt_steps"]} for (m, b), r in runs.items()}
     random = T.baseline_summary(base, cfg)

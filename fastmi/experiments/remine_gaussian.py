@@ -20,10 +20,12 @@ from .. import functional as F
 from ..data import correlated_gaussian, mi_staircase
 from ..models import PairwiseConcatCritic, keras_normal_init_
 from . import plotting, runner
+from . import settings as checks
 
 NAME = "remine_gaussian"
 SUMMARY = "Choi & Lee D.4: 20-D Gaussian staircase 2..10 nats, 6 estimators vs their regularized versions"
 BASE = ("infonce", "dv", "nwj", "tuba", "js", "smile")
+REQUIRES = {"matplotlib": "its figures"}
 LABELS = {"infonce": "InfoNCE", "dv": "DV (MINE)", "nwj": "NWJ", "tuba": "TUBA", "js": "JS", "smile": "SMILE"}
 
 
@@ -47,11 +49,15 @@ class Config:
     ckpt_every: int = runner.runner_field(1000)
 
     def validate(self):
-        unknown = [e for e in self.estimators if e not in BASE and not (e.startswith("re") and e[2:] in BASE)]
-        if unknown:
-            raise ValueError(f"remine_gaussian: unknown estimators {unknown}; known: {BASE} and re<name>")
-        if self.steps_per_level < 1 or self.batch < 2 or self.dim < 1:
-            raise ValueError("remine_gaussian: steps_per_level >= 1, batch >= 2 and dim >= 1 needed")
+        known = BASE + tuple("re" + b for b in BASE)
+        checks.items(self, "estimators", lambda e: e in known, f"estimators among {', '.join(known)}")
+        checks.int_at_least(self, 1, "steps_per_level", "dim", "ema_span")
+        checks.int_at_least(self, 2, "batch")
+        checks.int_at_least(self, 0, "ckpt_every")
+        checks.items(self, "levels", lambda v: checks.is_number(v) and v >= 0, "MI values >= 0 (nats)")
+        checks.items(self, "hidden", checks.positive_ints, "positive ints")
+        checks.positive(self, "init_std", "lr", "smile_clip", "renwj_clip")
+        checks.non_negative(self, "reg_weight")
 
 
 QUICK = {"steps_per_level": 150, "ema_span": 30, "ckpt_every": 250}

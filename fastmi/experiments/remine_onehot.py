@@ -21,10 +21,12 @@ from .. import functional as F
 from ..data import all_onehot_pairs, onehot_mi, onehot_pairs
 from ..models import ConcatCritic
 from . import plotting, runner
+from . import settings as checks
 
 NAME = "remine_onehot"
 SUMMARY = "Choi & Lee Figs 1-4: DV/NWJ drift and explosion on 16 one-hot pairs vs ReDV/ReNWJ, target sweep"
 ESTIMATORS = ("dv", "redv", "nwj", "renwj")
+REQUIRES = {"matplotlib": "its figures"}
 
 
 @dataclasses.dataclass
@@ -44,10 +46,14 @@ class Config:
     ckpt_every: int = runner.runner_field(500)
 
     def validate(self):
-        if self.steps < 2 or self.n_classes < 2 or self.hidden < 1 or not self.batches:
-            raise ValueError("remine_onehot: steps >= 2, n_classes >= 2, hidden >= 1 and batches non-empty needed")
-        if self.lr <= 0:
-            raise ValueError(f"remine_onehot: lr must be > 0, got {self.lr}")
+        checks.int_at_least(self, 2, "steps", "n_classes")
+        checks.int_at_least(self, 1, "hidden", "drift_window")
+        checks.int_at_least(self, 0, "ckpt_every")
+        checks.items(self, "batches", checks.positive_ints, "positive ints")
+        checks.items(self, "sweep_targets", checks.is_number, "numbers", nonempty=False)
+        checks.positive(self, "lr", "renwj_clip")
+        checks.non_negative(self, "reg_weight", "sweep_reg_weight")
+        checks.need(checks.is_number(self.reg_target), "reg_target", "a number", self.reg_target)
 
 
 QUICK = {"steps": 600, "drift_window": 200, "ckpt_every": 200}

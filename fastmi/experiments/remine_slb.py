@@ -14,6 +14,8 @@ from . import _benchmark, runner
 NAME = "remine_slb"
 SUMMARY = "Choi & Lee Table 2, SLB: ResNet-18 with each estimator vs its regularized version (CIFAR / Fashion-MNIST)"
 QUICK = dict(_benchmark.QUICK)
+REQUIRES = _benchmark.REQUIRES
+dataset_names = _benchmark.dataset_names
 
 
 @dataclasses.dataclass

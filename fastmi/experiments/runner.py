@@ -16,29 +16,37 @@ job), and returns results with a ``"table"`` string; the runner writes the run f
 Resume: each job checkpoints every ``ckpt_every`` steps (models, optimizers, random generators, the
 global torch RNG and the logged rows); ``--resume`` reloads finished jobs and continues the others
 from their last checkpoint, so on the CPU a resumed run ends with the same results as an
-uninterrupted one.
+uninterrupted one. A folder holding a run's work is never deleted or overwritten unless asked
+(``overwrite``); every check runs before the folder is touched.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
+import importlib
 import json
 import os
 import shutil
+import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 
 from .._core.registry import BACKENDS
+from . import provenance, settings
 
 try:
     from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover - tqdm is a set-up dependency
+except ImportError:  # without tqdm: a line every PROGRESS_EVERY seconds
     tqdm = None
+
+PROGRESS_EVERY = 10.0
+# what `pip install` names each optional import an experiment may need
+PIP_NAMES = {"matplotlib": "matplotlib", "sklearn": "scikit-learn", "foolbox": "'foolbox==3.3.4'",
+             "scipy": "scipy", "torchvision": "torchvision"}
 
 
 class Interrupted(RuntimeError):
@@ -64,6 +72,7 @@ class RunContext:
     data_dir: Optional[str] = None
     download: bool = False
     resume: bool = False
+    overwrite: bool = False            # a folder holding another run's work may be replaced
     quick: bool = False
     progress: bool = True
     stop_after: Optional[int] = None   # testing hook: stop (Interrupted) after this many steps in this session
@@ -103,8 +112,9 @@ class RunContext:
             rows, start, elapsed = saved["rows"], saved["step"], saved["seconds"]
         t0 = time.perf_counter()
         bar = None
-        if self.progress and tqdm is not None:
-            bar = tqdm(total=n_steps, initial=start, desc=job, unit=unit, leave=False, dynamic_ncols=True)
+        if self.progress:
+            bar = (tqdm(total=n_steps, initial=start, desc=job, unit=unit, leave=False, dynamic_ncols=True)
+                   if tqdm is not None and sys.stderr.isatty() else LineProgress(job, n_steps, start, unit))
         try:
             for step in range(start, n_steps):
                 if self.stop_after is not None and self._steps_run >= self.stop_after:
@@ -127,6 +137,23 @@ class RunContext:
         ckpt_path.unlink(missing_ok=True)
         self.seconds[job] = seconds
         return JobResult(rows, final, seconds)
+
+
+class LineProgress:
+    """Progress without tqdm, or into a log file: one line on stderr every PROGRESS_EVERY seconds."""
+
+    def __init__(self, job: str, total: int, done: int, unit: str):
+        self.job, self.total, self.done, self.unit = job, total, done, unit
+        self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if time.perf_counter() - self.last >= PROGRESS_EVERY:
+            self.last = time.perf_counter()
+            print(f"  {self.job}: {self.unit} {self.done}/{self.total}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
 
 
 def _plain(v):
@@ -161,56 +188,61 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 # --- configs ------------------------------------------------------------------------------------
-def _coerce(name: str, key: str, raw: str, default):
-    """Parse ``--set key=raw`` into the type of the field's default."""
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if str(raw).lower() in ("true", "false", "yes", "no", "1", "0"):
-            return str(raw).lower() in ("true", "yes", "1")
-    elif isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    elif isinstance(default, (tuple, list)):
-        if not isinstance(value, list):
-            value = [v.strip() for v in str(raw).split(",") if v.strip()]
-            value = [json.loads(v) if _is_json(v) else v for v in value]
-        return tuple(value)
-    elif isinstance(default, str) or default is None:
-        return value if default is None else str(raw)
-    raise ValueError(f"--set {key}={raw}: {name}.{key} expects a {type(default).__name__} (default {default!r})")
-
-
-def _is_json(s: str) -> bool:
-    try:
-        json.loads(s)
-        return True
-    except json.JSONDecodeError:
-        return False
-
-
 def make_config(module, quick: bool, sets: list[str]):
-    """The module's Config with the quick preset (if asked) and ``--set key=value`` overrides applied."""
+    """The module's Config with the quick preset (if asked) and ``--set key=value`` overrides applied,
+    validated; ``settings.SettingError`` (a ValueError) names the setting at fault."""
     cfg = module.Config()
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     values = dict(getattr(module, "QUICK", {})) if quick else {}
     for item in sets or []:
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise settings.SettingError(f"--set expects KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
         key = key.strip()
         if key not in fields:
-            raise ValueError(f"--set {item}: {module.NAME} has no setting {key!r}; settings: {', '.join(fields)}")
-        values[key] = _coerce(module.NAME, key, raw, getattr(cfg, key))
+            raise settings.unknown_setting(module, key)
+        values[key] = settings.parse(fields[key], getattr(cfg, key), raw)
     cfg = dataclasses.replace(cfg, **values)
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
+
+
+def requirements(module, cfg) -> dict[str, str]:
+    """{import name: what needs it} of the optional packages ``module`` needs with ``cfg``."""
+    need = dict(getattr(module, "REQUIRES", {}))
+    if hasattr(module, "requires"):
+        need.update(module.requires(cfg))
+    return need
+
+
+def missing_requirements(module, cfg) -> Optional[str]:
+    """One sentence naming the optional packages this run needs and lacks (None: all there)."""
+    missing = {}
+    for name, why in requirements(module, cfg).items():
+        try:
+            importlib.import_module(name)
+        except Exception:  # ImportError, or a broken install
+            missing[name] = why
+    if not missing:
+        return None
+    what = "; ".join(f"{n} ({why})" for n, why in missing.items())
+    pip = " ".join(PIP_NAMES.get(n, n) for n in missing)
+    return f"{module.NAME} needs {what}: pip install {pip}"
+
+
+def data_sources(module, cfg, ctx) -> list:
+    """Where the run's datasets will be read from (``module.dataset_names(cfg)``: names, or (name,
+    splits)); DatasetNotFoundError before anything runs when one is missing."""
+    from ..data import locate
+
+    if not hasattr(module, "dataset_names"):
+        return [{"dataset": "synthetic", "how": "generated from the run's seed (no files)"}]
+    out = []
+    for entry in module.dataset_names(cfg):
+        name, splits = (entry, ("train", "test")) if isinstance(entry, str) else entry
+        out.append(locate(name, ctx.data_dir, ctx.download, splits))
+    return out
 
 
 def runner_field(default, **kw):
@@ -267,6 +299,11 @@ def differences(cfg) -> list[str]:
             for f in dataclasses.fields(cfg) if not f.metadata.get("runner") and not same(f)]
 
 
+def finish_table(lines: list, note: Optional[str], cfg) -> str:
+    """A results table's text: its lines, the dataset note (if any), and the settings that differ."""
+    return "\n".join([*lines, *([note] if note else []), differences_text(cfg)])
+
+
 def differences_text(cfg, extra: Optional[list] = None) -> str:
     diffs = differences(cfg) + list(extra or [])
     if not diffs:
@@ -292,34 +329,105 @@ def write_metrics(path: Path, jobs: dict) -> None:
                 w.writerow({"job": job, **row})
 
 
-def run_experiment(module, cfg, ctx: RunContext) -> dict:
-    """Prepare ``ctx.run_dir``, run the experiment, write config/results/table, print the table."""
+RUN_FILES = ("config.json", "metrics.csv", "results.json", "table.txt")
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be used as asked (it holds another run, is a file, ...)."""
+
+
+def work_in(run_dir: Path) -> list[str]:
+    """What of a run's work ``run_dir`` holds: results, finished jobs, checkpoints (empty: nothing)."""
+    if not run_dir.is_dir():
+        return []
+    jobs = run_dir / "jobs"
+    done = len(list(jobs.glob("*.done.pt"))) if jobs.is_dir() else 0
+    ckpts = len(list(jobs.glob("*.ckpt.pt"))) if jobs.is_dir() else 0
+    out = ["results.json"] if (run_dir / "results.json").exists() else []
+    out += [f"{done} finished job{'s' * (done != 1)}"] if done else []
+    out += [f"{ckpts} checkpoint{'s' * (ckpts != 1)}"] if ckpts else []
+    return out
+
+
+def check_run_folder(ctx: RunContext) -> None:
+    """RunFolderError unless ``ctx.run_dir`` can take this run without losing anything."""
     run_dir = ctx.run_dir
+    if ctx.resume and ctx.overwrite:
+        raise RunFolderError("--resume continues the run in the folder, --overwrite replaces it: give one of them")
+    existing = next(p for p in [run_dir, *run_dir.parents] if p.exists() or p == p.parent)
+    if existing.exists() and not existing.is_dir():
+        raise RunFolderError(f"--out: {existing} is a file, not a folder; give --out a folder")
+    if existing.exists() and not _writable(existing):
+        raise RunFolderError(f"--out: cannot write the run folder {run_dir}: {existing} is not writable")
+    if ctx.resume:
+        if not (run_dir / "config.json").is_file():
+            raise RunFolderError(f"--resume: there is no run to continue in {run_dir} (no config.json); "
+                                 "check --out, --quick and --seed (they name the folder), or start without --resume")
+        return
+    work = work_in(run_dir)
+    if work and not ctx.overwrite:
+        raise RunFolderError(f"{run_dir} holds a run ({', '.join(work)}): add --resume to continue it, --out DIR "
+                             "to start this one elsewhere, or --overwrite to replace it")
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def clear_run_folder(run_dir: Path) -> None:
+    """Delete what a run writes (config, metrics, results, table, figures, jobs/); other files stay."""
+    shutil.rmtree(run_dir / "jobs", ignore_errors=True)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for png in run_dir.glob("*.png"):
+        png.unlink()
+
+
+def run_experiment(module, cfg, ctx: RunContext) -> dict:
+    """Check everything, prepare ``ctx.run_dir``, run the experiment, write config/results/table, print
+    the table. Raises (before the folder is touched) RunFolderError, a missing dataset or package."""
+    from ..data import sources as data_log
+
+    run_dir = ctx.run_dir
+    check_run_folder(ctx)
+    missing = missing_requirements(module, cfg)
+    if missing:
+        raise MissingRequirement(missing)
+    prov = provenance.collect(ctx.backend, ctx.device)
     config = {"experiment": module.NAME, "config": dataclasses.asdict(cfg),
               "runner": {"seed": ctx.seed, "quick": ctx.quick, "device": ctx.device, "backend": ctx.backend,
-                         "data_dir": ctx.data_dir}}
+                         "data_dir": ctx.data_dir, "threads": torch.get_num_threads()},
+              "data": data_sources(module, cfg, ctx), "provenance": prov}
     config_path = run_dir / "config.json"
-    if ctx.resume and config_path.exists():
+    if ctx.resume:
         old = json.loads(config_path.read_text())
         changed = _resume_changes(old, config, cfg)
         if changed:
-            raise ValueError(f"--resume: {run_dir} was started with other settings ({'; '.join(changed)}); rerun "
-                             "without --resume to start over, or use --out for a new folder")
-    elif run_dir.exists():
-        shutil.rmtree(run_dir / "jobs", ignore_errors=True)
+            raise RunFolderError(f"--resume: {run_dir} was started with other settings ({'; '.join(changed)}); "
+                                 "use --out for a new folder, or --overwrite to start over there")
+        config["earlier_sessions"] = old.get("earlier_sessions", []) + [
+            {k: old[k] for k in ("runner", "data", "provenance") if k in old}]
+    elif ctx.overwrite:
+        clear_run_folder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    config_path.write_text(json.dumps(_jsonable(config), indent=2) + "\n")
+    data_log.clear_reads()
     t0 = time.perf_counter()
     results = module.run(cfg, ctx)
     table = results.pop("table", "")
     results = {"experiment": module.NAME, **results,
-               "seconds": {"total_this_session": time.perf_counter() - t0, "jobs": dict(ctx.seconds)}}
+               "seconds": {"total_this_session": time.perf_counter() - t0, "jobs": dict(ctx.seconds)},
+               "data_read": data_log.reads(), "provenance": prov}
     (run_dir / "results.json").write_text(json.dumps(_jsonable(results), indent=2) + "\n")
     if table:
         (run_dir / "table.txt").write_text(table + "\n")
         print(table)
     print(f"\nrun folder: {run_dir}")
     return results
+
+
+class MissingRequirement(ImportError):
+    """An optional package the experiment needs is not installed (the message says which and how)."""
 
 
 def _jsonable(v):
@@ -332,77 +440,13 @@ def _jsonable(v):
     return _plain(v)
 
 
-# --- command line -------------------------------------------------------------------------------
-def parser(prog: str = "fastmi run") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="run one of fastmi's paper experiments")
-    p.add_argument("experiment", nargs="?", help="experiment name (fastmi run --list)")
-    p.add_argument("--list", action="store_true", help="list the experiments, one line each")
-    p.add_argument("--quick", action="store_true", help="the quick preset (minutes on 2 CPU cores)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config setting (repeatable); lists as a,b,c or JSON")
-    p.add_argument("--dataset", default=None, help="shortcut for --set dataset=NAME (remine_slb / remine_clb)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--backend", default="auto", help="fastmi loss backend: auto, reference, cpu, triton, cuda")
-    p.add_argument("--data-dir", default=None, help="folder with the datasets (never downloaded without --download)")
-    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR / STL-10 into --data-dir")
-    p.add_argument("--out", default="runs", help="parent folder of the run folder (default runs/)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in the same run folder")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1: the experiments' small ops do not scale, and OpenMP "
-                        "threads spin badly on a shared CPU; 0 keeps torch's default)")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    return p
-
-
+# --- command line (fastmi/experiments/command.py) ----------------------------------------------------
 def run_dir_for(out, name: str, quick: bool, seed: int) -> Path:
     return Path(out) / f"{name}{'-quick' if quick else ''}-seed{seed}"
 
 
 def main(argv=None, module=None) -> int:
     """``fastmi run`` (``module`` given: ``python -m fastmi.experiments.<name>``, no name argument)."""
-    from . import EXPERIMENTS, get_experiment
+    from .command import main as command_main
 
-    argv = list(argv or [])
-    p = parser(f"python -m fastmi.experiments.{module.NAME}" if module else "fastmi run")
-    if module is not None:
-        argv = [module.NAME] + argv
-    args = p.parse_args(argv)
-    if args.list:
-        for name in EXPERIMENTS:
-            print(f"{name:<18} {get_experiment(name).SUMMARY}")
-        return 0
-    if not args.experiment:
-        p.error("give an experiment name (see fastmi run --list)")
-    try:
-        module = module or get_experiment(args.experiment)
-        sets = list(args.set) + ([f"dataset={args.dataset}"] if args.dataset else [])
-        cfg = make_config(module, args.quick, sets)
-        if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
-            raise ValueError(f"--device must be cpu or cuda[:N], got {args.device!r}")
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available here")
-        if args.backend not in BACKENDS:
-            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
-        if args.threads < 0:
-            raise ValueError(f"--threads must be >= 0, got {args.threads}")
-    except ValueError as e:
-        p.error(str(e))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ctx = RunContext(name=module.NAME, run_dir=run_dir_for(args.out, module.NAME, args.quick, args.seed),
-                     seed=args.seed, device=args.device, backend=args.backend, data_dir=args.data_dir,
-                     download=args.download, resume=args.resume, quick=args.quick, progress=not args.no_progress)
-    from ..data import DatasetNotFoundError
-
-    try:
-        run_experiment(module, cfg, ctx)
-    except DatasetNotFoundError as e:
-        p.exit(2, f"{p.prog}: error: {e}\n")
-    except (ValueError, TypeError) as e:
-        # settings that only fail once the run sees its data (--resume mismatch, a batch larger than
-        # the dataset, a backend the machine lacks) read as a usage error; FASTMI_DEBUG=1 re-raises
-        if os.environ.get("FASTMI_DEBUG"):
-            raise
-        p.exit(2, f"{p.prog}: error: {e}\n(FASTMI_DEBUG=1 shows the traceback)\n")
-    return 0
+    return command_main(argv, module)

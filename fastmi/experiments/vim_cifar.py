@@ -21,9 +21,15 @@ import torch
 from ..data import NUM_CLASSES, load_images, prepare_batch
 from ..models.vim import ConvEncoder, StochasticClassifier
 from . import _vim, plotting, runner
+from . import settings as checks
 
 NAME = "vim_cifar"
 SUMMARY = "Crescimanna & Graham Figs 3-4: VIM vs VIB on CIFAR-10 (Table 4 CNN, K = 64), sigma and beta sweeps"
+REQUIRES = _vim.REQUIRES
+
+
+def dataset_names(cfg) -> list:
+    return [cfg.dataset]
 INFERRED = ("conv stride 2, padding 1", "100 epochs", "batch 100", "Adam betas (0.9, 0.999)", "no EMA",
             "12-sample averaged prediction", "inputs scaled to [-1, 1]", "beta grid 1e-4 .. 1e2",
             "sigma grid {0.5, 1, 2.5}", "s = softplus(raw - 5)", "unbiased MMD, C = K")
@@ -63,18 +69,14 @@ class Config:
         return repr(value)
 
     def validate(self):
-        _vim.validate_common(self, NAME)
-        if self.dataset not in ("cifar10", "cifar100"):
-            raise ValueError(f"{NAME}: dataset must be 'cifar10' or 'cifar100', got {self.dataset!r}")
-        bad = [o for o in self.objectives if o not in ("vib", "vim")]
-        if bad:
-            raise ValueError(f"{NAME}: objectives must be among ('vib', 'vim'), got {bad}")
-        if any(not b > 0 for b in self.betas) or any(not s > 0 for s in self.sigmas):
-            raise ValueError(f"{NAME}: betas and sigmas must be > 0, got {self.betas}, {self.sigmas}")
-        if len(self.widths) != 4 or any(w < 1 for w in self.widths):
-            raise ValueError(f"{NAME}: widths must be four positive channel counts, got {self.widths}")
-        if self.n_train < 0 or self.n_test < 0:
-            raise ValueError(f"{NAME}: n_train and n_test must be >= 0")
+        _vim.validate_common(self)
+        checks.one_of(self, "dataset", ("cifar10", "cifar100"))
+        checks.items(self, "objectives", lambda o: o in ("vib", "vim"), "'vib' / 'vim'", nonempty=False)
+        checks.items(self, "betas", checks.positive_numbers, "numbers > 0")
+        checks.items(self, "sigmas", checks.positive_numbers, "numbers > 0")
+        checks.positive(self, "fig4b_beta")
+        checks.need(len(self.widths) == 4 and all(checks.positive_ints(w) for w in self.widths), "widths",
+                    "four positive channel counts", self.widths)
 
 
 QUICK = {"widths": (32, 64, 128, 256), "n_train": 2000, "n_test": 1000, "epochs": 2, "sigmas": (0.5, 2.5),

@@ -23,9 +23,20 @@ import torch
 from ..data import load_images, mnist_or_fashion
 from ..models.vim import MLPEncoder, StochasticClassifier
 from . import _vim, plotting, runner
+from . import settings as checks
 
 NAME = "vim_mnist"
 SUMMARY = "Crescimanna & Graham Tables 1-3, Figs 1-2: VIM vs VIB vs baseline on (Fashion-)MNIST: error, CW-L2, ARI, Hoyer"
+REQUIRES = _vim.REQUIRES
+
+
+def requires(cfg) -> dict:
+    """foolbox only when the CW-L2 attack of Table 3 runs."""
+    return {"foolbox": "the CW-L2 attack of Table 3; --set attack_n=0 runs without it"} if cfg.attack_n > 0 else {}
+
+
+def dataset_names(cfg) -> list:
+    return [cfg.dataset]
 
 # the paper's numbers on MNIST (Tables 1-3, Figure 2), by model spec
 PAPER = {
@@ -63,7 +74,7 @@ class Config:
     adam_betas: tuple = (0.5, 0.999)
     lr_decay: float = 0.97
     lr_decay_every: int = 2
-    lr_milestones: tuple = ()
+    lr_milestones: tuple = dataclasses.field(default=(), metadata={"item": int})
     ema_decay: float = 0.999
     test_samples: int = 12
     scale_shift: float = 5.0
@@ -95,18 +106,21 @@ class Config:
         return repr(value)
 
     def validate(self):
-        _vim.validate_common(self, NAME)
-        if self.dataset not in ("auto", "mnist", "fashion-mnist"):
-            raise ValueError(f"{NAME}: dataset must be 'auto', 'mnist' or 'fashion-mnist', got {self.dataset!r}")
+        _vim.validate_common(self)
+        checks.one_of(self, "dataset", ("auto", "mnist", "fashion-mnist"))
+        checks.items(self, "hidden", checks.positive_ints, "positive ints")
+        checks.positive(self, "sigma")
         for field in ("models", "k2_models"):
             for m in getattr(self, field):
-                _vim.parse_spec(m, self.sigma)
-        if any(not b > 0 for b in self.sweep_betas) or any(not s > 0 for s in self.sweep_sigmas):
-            raise ValueError(f"{NAME}: sweep_betas and sweep_sigmas must be > 0")
-        if self.attack_n < 0 or self.attack_steps < 1 or self.attack_binary_steps < 1:
-            raise ValueError(f"{NAME}: attack_n >= 0, attack_steps >= 1 and attack_binary_steps >= 1 needed")
-        if self.sweep_epochs < 0 or self.k2_epochs < 0 or self.n_train < 0 or self.n_test < 0:
-            raise ValueError(f"{NAME}: sweep_epochs, k2_epochs, n_train and n_test must be >= 0")
+                try:
+                    _vim.parse_spec(m, self.sigma)
+                except ValueError as e:
+                    raise checks.SettingError(f"{field}: {e}") from None
+        checks.items(self, "sweep_betas", checks.positive_numbers, "numbers > 0", nonempty=False)
+        checks.items(self, "sweep_sigmas", checks.positive_numbers, "numbers > 0", nonempty=False)
+        checks.int_at_least(self, 0, "attack_n", "sweep_epochs", "k2_epochs", "attack_source", "attack_target")
+        checks.int_at_least(self, 1, "attack_steps", "attack_binary_steps")
+        checks.positive(self, "attack_lr", "attack_initial_const")
 
 
 # ema_decay 0.99: with 0.999 the average of a few hundred steps still weighs the initial weights (0.999^300 = 0.74)

@@ -19,13 +19,15 @@ def draw_zeta(zeta_std: float, count: int, generator: Optional[torch.Generator],
     return zeta_std * torch.randn(count, generator=generator, device=dev, dtype=torch.float32)
 
 
-def _zeta_arg(zeta, B: int, device, name: str):
-    """zeta as given by the user: a nonzero finite number, or a tensor of shape [], [1] or [B]."""
+def _zeta_arg(zeta, B: int, device, name: str, dtype: torch.dtype):
+    """zeta as given by the user: a nonzero finite number (kept in ``dtype``, the accumulation type of
+    the features: float64 features get a float64 zeta, not one rounded to float32), or a tensor of
+    shape [], [1] or [B]."""
     if isinstance(zeta, (int, float)) and not isinstance(zeta, bool):
         z = validate.number(zeta, "zeta", name)
         if z == 0 or math.isinf(z):
             raise ValueError(f"{name}: zeta must be finite and nonzero (the penalty divides by zeta^2), got {z}")
-        return torch.tensor(z, dtype=torch.float32, device=device)
+        return torch.tensor(z, dtype=dtype, device=device)
     z = validate.tensor(zeta, "zeta", name)
     validate.same_device(name, x=torch.empty(0, device=device), zeta=z)
     if z.dim() > 1 or (z.dim() == 1 and z.shape[0] not in (1, B)):
@@ -57,6 +59,9 @@ def perturb_in_span(x, *, zeta=None, zeta_std=0.1, noise="bernoulli", center=Tru
     backends make the c_ij from that seed with a counter-based Philox stream (no B x B matrix), the
     same stream on the C++ and Triton backends. The reference backend draws the B x B matrix with
     torch's generator: its x_tilde has the same distribution (and the same zeta), not the same values.
+    Under torch.compile(fullgraph=True) ``generator`` must be None (a torch.Generator cannot be traced;
+    a RuntimeError says so): seed torch's default generator with torch.manual_seed instead, which
+    makes the compiled draws reproducible (though not equal to eager ones), or pass ``zeta``.
     """
     name = "perturb_in_span"
     x = validate.tensor(x, "x", name)
@@ -67,16 +72,15 @@ def perturb_in_span(x, *, zeta=None, zeta_std=0.1, noise="bernoulli", center=Tru
         raise ValueError(f"{name}: x needs B >= 2 samples (the perturbation lies in the span of the batch), got B={B}")
     if noise not in ops.NOISE:
         raise ValueError(f"{name}: noise must be 'bernoulli' (the authors' code) or 'gaussian' (the paper), got {noise!r}")
-    if not isinstance(center, bool) or not isinstance(per_sample_zeta, bool):
-        raise TypeError(f"{name}: center and per_sample_zeta must be bool")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"{name}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    center = validate.flag(center, "center", name)
+    per_sample_zeta = validate.flag(per_sample_zeta, "per_sample_zeta", name)
+    validate.generator(generator, name, "zeta=sigma * torch.randn((), generator=g) keeps zeta reproducible")
     if zeta is None:
         std = validate.number(zeta_std, "zeta_std", name, low=0.0, strict=True)
         if math.isinf(std):
             raise ValueError(f"{name}: zeta_std must be finite")
     else:
-        zeta = _zeta_arg(zeta, B, x.device, name)
+        zeta = _zeta_arg(zeta, B, x.device, name, acc_dtype(x.dtype))
     _, ops_ = ops.FAMILY.select(backend, x, name)
     if zeta is None:
         zeta = draw_zeta(std, B if per_sample_zeta else 1, generator, x.device).to(x.device, acc_dtype(x.dtype))
@@ -106,7 +110,7 @@ def fd_smoothness(f_clean, f_perturbed, zeta, *, pool=None, backend="auto"):
         raise ValueError(f"{name}: pool must be None or 'global', got {pool!r}")
     if pool == "global" and a.dim() < 3:
         raise ValueError(f"{name}: pool='global' needs a B x C x H x W (or B x C x ...) state, got shape {tuple(a.shape)}")
-    z = _zeta_arg(zeta, a.shape[0], a.device, name)
+    z = _zeta_arg(zeta, a.shape[0], a.device, name, acc_dtype(a.dtype))
     _, ops_ = ops.FAMILY.select(backend, a, name)
     hw = math.prod(a.shape[2:]) if pool == "global" else 1
     B = a.shape[0]

@@ -1,6 +1,7 @@
 """nn.Module version of Neural Bayes' smoothness regularizer R_c."""
 from __future__ import annotations
 
+from .._core import validate
 from .._core.options_module import OptionsModule
 from . import api
 
@@ -17,6 +18,8 @@ class JacobianSmoothness(OptionsModule):
 
     def __init__(self, *, zeta_std=0.1, noise="bernoulli", center=True, per_sample_zeta=False, pool=None,
                  backend="auto"):
+        center = validate.flag(center, "center", "JacobianSmoothness")
+        per_sample_zeta = validate.flag(per_sample_zeta, "per_sample_zeta", "JacobianSmoothness")
         super().__init__(zeta_std=zeta_std, noise=noise, center=center, per_sample_zeta=per_sample_zeta, pool=pool,
                          backend=backend)
 

@@ -59,11 +59,11 @@ def leave_one_out_lse(mu, logvar, y, backend: str, name: str) -> torch.Tensor:
     dt = acc_dtype(y.dtype)
     mu, logvar, y = mu.to(dt), logvar.to(dt), y.to(dt)
     U, V = features(mu, logvar, y)
-    chosen, lse_stats = separable_ops.FAMILY.select(backend, U, name)
+    chosen, separable_stats = separable_ops.FAMILY.select(backend, U, name)
     n = y.shape[0]
     if chosen == "reference":
         G = log_density_matrix(mu, logvar, y)
         return masked_logsumexp(G, ~torch.eye(n, dtype=torch.bool, device=G.device))
-    ones = torch.ones(n, dtype=dt, device=y.device)
-    row_lse, _, _ = lse_stats(U, V, ones, ones, None, separable_ops.EXCLUDE_DIAG, False)
+    one = torch.ones((), dtype=dt, device=y.device)  # S = U V^T: inverse temperature 1, no norms
+    row_lse, _, _, _ = separable_stats(U, V, one, False, None, separable_ops.EXCLUDE_DIAG, False)
     return row_lse

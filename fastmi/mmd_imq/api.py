@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .._core import validate
+from .._core import distributed, validate
 from .._core.dtypes import upcast
 from . import ops
 
@@ -29,7 +29,43 @@ def _imq_scales(scale, scales, K: int, name: str) -> list:
     return [base * r for r in rel]
 
 
-def mmd_imq(x, y, *, scale=None, scales=None, estimator="unbiased", backend="auto") -> torch.Tensor:
+def _check_mmd(name, x, y, scale, scales, estimator, backend, local_sizes: bool):
+    """(x, y, kernel constants, unbiased, the backend's op)."""
+    x = validate.tensor(x, "x", name, ndim=2)
+    y = validate.tensor(y, "y", name, ndim=2)
+    validate.same_device(name, x=x, y=y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"{name}: x and y must have the same feature dimension K, got x {tuple(x.shape)} "
+                         f"and y {tuple(y.shape)}")
+    if x.dtype != y.dtype:
+        raise TypeError(f"{name}: x is {x.dtype} but y is {y.dtype}")
+    if estimator not in ("unbiased", "biased"):
+        raise ValueError(f"{name}: estimator must be 'unbiased' or 'biased', got {estimator!r}")
+    unbiased = estimator == "unbiased"
+    if local_sizes:
+        _check_rows(name, unbiased, x.shape[0], y.shape[0])
+    cs = _imq_scales(scale, scales, x.shape[1], name)
+    validate.finite(x, "x", name)
+    validate.finite(y, "y", name)
+    _, mmd_sq = ops.FAMILY.select(backend, x, name)
+    return x, y, cs, unbiased, mmd_sq
+
+
+def _facts(checked) -> dict:
+    x, y, cs, unbiased, _ = checked
+    return {"x rows": x.shape[0], "y rows": y.shape[0], "feature size": x.shape[1],
+            "dtype": distributed.dtype_code(x.dtype), "options": distributed.fingerprint(cs, unbiased)}
+
+
+def _check_rows(name: str, unbiased: bool, n: int, m: int, where: str = "") -> None:
+    if unbiased:
+        for arg, rows in (("x", n), ("y", m)):
+            if rows < 2:
+                raise ValueError(f"{name}: the unbiased estimator needs at least 2 rows in {arg}{where}, got {rows} "
+                                 "(use estimator='biased')")
+
+
+def mmd_imq(x, y, *, scale=None, scales=None, estimator="unbiased", backend="auto", group=None) -> torch.Tensor:
     """MMD^2 between the samples x (n x K) and y (m x K) with the inverse-multiquadric kernel
 
         k(a, b) = sum_{C in Cs} C / (C + ||a - b||^2),   Cs = [scale * r for r in scales] (or [scale])
@@ -42,53 +78,62 @@ def mmd_imq(x, y, *, scale=None, scales=None, estimator="unbiased", backend="aut
     ``scale`` is C (default K, the VIM paper's choice; WAE uses 2 K sigma^2); ``scales`` are
     multipliers of it whose kernels are summed (e.g. ``WAE_SCALES``). Returns a 0-d tensor
     (fp32 for fp16/bf16 inputs). The fused kernels never form an n x m matrix.
+
+    ``group=``: each rank passes its own rows of x and y; every rank gathers all of them (O((n + m) K)
+    memory, differentiable) and computes the MMD^2 of the concatenated samples, so the pairs across
+    ranks are counted. (Every rank computes all pairs: the pair sums are not split over the ranks.)
     """
-    name = "mmd_imq"
-    x = validate.tensor(x, "x", name, ndim=2)
-    y = validate.tensor(y, "y", name, ndim=2)
-    validate.same_device(name, x=x, y=y)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"{name}: x and y must have the same feature dimension K, got x {tuple(x.shape)} "
-                         f"and y {tuple(y.shape)}")
-    if x.dtype != y.dtype:
-        raise TypeError(f"{name}: x is {x.dtype} but y is {y.dtype}")
-    if estimator not in ("unbiased", "biased"):
-        raise ValueError(f"{name}: estimator must be 'unbiased' or 'biased', got {estimator!r}")
-    unbiased = estimator == "unbiased"
-    if unbiased:
-        for arg, t in (("x", x), ("y", y)):
-            if t.shape[0] < 2:
-                raise ValueError(f"{name}: the unbiased estimator needs at least 2 rows in {arg}, got {t.shape[0]} "
-                                 "(use estimator='biased')")
-    cs = _imq_scales(scale, scales, x.shape[1], name)
-    validate.finite(x, "x", name)
-    validate.finite(y, "y", name)
-    _, mmd_sq = ops.FAMILY.select(backend, x, name)
-    return mmd_sq(x, y, cs, unbiased)
+    return _mmd("mmd_imq", group, lambda: (x, y), [x, y], scale, scales, estimator, backend)
+
+
+def _mmd(name: str, group, inputs, rows, scale, scales, estimator, backend) -> torch.Tensor:
+    """MMD^2 of ``inputs()`` -> (x, y) (which runs the caller's own checks), here or over ``group``."""
+    group = distributed.resolve(group, name)
+
+    def check():
+        x, y = inputs()
+        return _check_mmd(name, x, y, scale, scales, estimator, backend, local_sizes=group is None)
+
+    if group is None:
+        x, y, cs, unbiased, mmd_sq = check()
+        return mmd_sq(x, y, cs, unbiased)
+    (x, y, cs, unbiased, mmd_sq), shards, _ = distributed.agree(
+        group, name, rows, check, _facts, sizes=("x rows", "y rows"), same=("feature size", "dtype", "options"))
+    _check_rows(name, unbiased, shards["x rows"].total, shards["y rows"].total, " over all ranks")
+    return mmd_sq(distributed.gather_rows(x, shards["x rows"]), distributed.gather_rows(y, shards["y rows"]), cs,
+                  unbiased)
 
 
 def mmd_imq_prior(z, *, sigma=1.0, n_prior=None, scale=None, scales=None, estimator="unbiased", generator=None,
-                  backend="auto") -> torch.Tensor:
+                  backend="auto", group=None) -> torch.Tensor:
     """Variational InfoMax's prior term: MMD^2 (``mmd_imq``) between the codes z (n x K) and a fresh
     sample p of the prior N(0, sigma^2 I), p = sigma * randn(n_prior, K) (n_prior defaults to n):
 
         MMD^2(z, p) with k(a, b) = C / (C + ||a - b||^2), C = scale (default K, independent of sigma)
 
-    ``generator`` (a torch.Generator on z's device) makes the draw reproducible.
+    ``generator`` (a torch.Generator on z's device) makes the draw reproducible in eager mode. It
+    cannot be traced by torch.compile(fullgraph=True): there, leave it None and seed torch's default
+    generator (torch.manual_seed), or draw p outside the compiled function with the generator and call
+    ``mmd_imq(z, p)`` inside (a RuntimeError says so). ``group=``: each rank
+    draws n_prior samples (default: its own rows) and the MMD^2 is between the codes and the prior
+    samples of every rank (as ``mmd_imq(..., group=)``); seed each rank's generator differently.
     """
     name = "mmd_imq_prior"
-    z = validate.tensor(z, "z", name, ndim=2)
-    s = validate.number(sigma, "sigma", name, low=0.0, strict=True)
-    if s == float("inf"):
-        raise ValueError(f"{name}: sigma must be finite")
-    if n_prior is None:
-        n_prior = z.shape[0]
-    if isinstance(n_prior, bool) or not isinstance(n_prior, int) or n_prior < 1:
-        raise ValueError(f"{name}: n_prior must be a positive int, got {n_prior!r}")
-    dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
-    p = torch.randn(n_prior, z.shape[1], generator=generator, device=z.device, dtype=dtype) * s
-    return mmd_imq(z if z.dtype == dtype else z.float(), p, scale=scale, scales=scales, estimator=estimator,
-                   backend=backend)
+    validate.generator(generator, name, "p = sigma * torch.randn(n, K, generator=g), then F.mmd_imq(z, p) inside")
+
+    def draw():
+        codes = validate.tensor(z, "z", name, ndim=2)
+        s = validate.number(sigma, "sigma", name, low=0.0, strict=True)
+        if s == float("inf"):
+            raise ValueError(f"{name}: sigma must be finite")
+        k = codes.shape[0] if n_prior is None else n_prior
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"{name}: n_prior must be a positive int, got {n_prior!r}")
+        dtype = codes.dtype if codes.dtype in (torch.float32, torch.float64) else torch.float32
+        p = torch.randn(k, codes.shape[1], generator=generator, device=codes.device, dtype=dtype) * s
+        return (codes if codes.dtype == dtype else codes.float()), p
+
+    return _mmd(name, group, draw, [z], scale, scales, estimator, backend)
 
 
 def gaussian_kl(mu, std, *, sigma=1.0) -> torch.Tensor:
@@ -96,7 +141,8 @@ def gaussian_kl(mu, std, *, sigma=1.0) -> torch.Tensor:
 
         KL(N(mu, diag std^2) || N(0, sigma^2 I)) = 1/2 sum_d [ (std^2 + mu^2) / sigma^2 - 1 - log(std^2 / sigma^2) ]
 
-    mu and std have the same shape (B x K, or B x ...); std must be > 0. Elementwise, so plain
+    mu and std have the same shape (B x K, or B x ...: summed over all but the first dimension; a 1-D
+    input is B one-dimensional codes); std must be > 0. Elementwise, so plain
     PyTorch on every backend; fp16/bf16 are computed in fp32.
     """
     name = "gaussian_kl"
@@ -114,7 +160,7 @@ def gaussian_kl(mu, std, *, sigma=1.0) -> torch.Tensor:
     s2 = s * s
     var = std * std
     kl = 0.5 * ((var + mu * mu) / s2 - 1.0 - torch.log(var / s2))
-    return kl.reshape(kl.shape[0], -1).sum(1).mean() if kl.dim() > 1 else kl.sum()
+    return kl.reshape(kl.shape[0], -1).sum(1).mean()
 
 
 __all__ = ["mmd_imq", "mmd_imq_prior", "gaussian_kl", "WAE_SCALES"]

@@ -56,11 +56,13 @@ def _backward(ctx, impl, grad_value, _gdx, _gdy):
 
 # --- Triton op ----------------------------------------------------------------------------------
 def prepare(x: Tensor, y: Tensor, scales: List[float]):
-    """Well-conditioned fp32 copies for the Triton kernel (the C++ kernels do the same internally):
-    x and y centred on their own means (for the x-x and y-y pairs) and on the midpoint of the two
-    means (for the x-y pairs), all divided by s = 2^e (exact) where e >= 0 brings the largest
-    magnitude to <= 2^20 so that ||z||^2 cannot overflow; C becomes C / s^2. No host sync."""
-    x, y = x.float(), y.float()
+    """Well-conditioned copies for the Triton kernel (the C++ kernels do the same internally), fp32
+    (fp64 for float64 inputs, which the kernel then computes in fp64): x and y centred on their own
+    means (for the x-x and y-y pairs) and on the midpoint of the two means (for the x-y pairs), all
+    divided by s = 2^e (exact) where e >= 0 brings the largest magnitude to <= 2^20 so that ||z||^2
+    cannot overflow; C becomes C / s^2. No host sync."""
+    if x.dtype != torch.float64:
+        x, y = x.float(), y.float()
     mx, my = x.mean(0), y.mean(0)
     mid = 0.5 * (mx + my)
     xs, ys, xc, yc = x - mx, y - my, x - mid, y - mid
@@ -70,7 +72,7 @@ def prepare(x: Tensor, y: Tensor, scales: List[float]):
     pts = [(t * inv_s).contiguous() for t in (xs, ys, xc, yc)]
     norms = [(t * t).sum(1).contiguous() for t in pts]
     c = torch.tensor(scales, dtype=torch.float64, device=x.device)
-    c = (c * torch.exp2(-2.0 * e.double())).clamp_min(torch.finfo(torch.float32).tiny).float()
+    c = (c * torch.exp2(-2.0 * e.double())).clamp_min(torch.finfo(x.dtype).tiny).to(x.dtype)
     return pts, norms, c.contiguous(), inv_s.reshape(1).contiguous()
 
 

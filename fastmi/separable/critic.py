@@ -1,19 +1,51 @@
-"""The separable critic S_ij = a_i b_j <x_i, y_j>: input checks, the per-row scales and the layout.
+"""The separable critic S_ij = a_i b_j <x_i, y_j>: argument checks, the temperature and the layout.
 
 a_i = 1 / (temperature |x_i|) and b_j = 1 / |y_j| (norms only for the cosine critic, normalize=True)
-stay in autograd (a learnable temperature gets its gradient through a), and apart from x and y, so
-half inputs are never rounded by the scaling.
+are made inside the family's op (``ops.separable_stats``), in one autograd node with the kernel.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from .._core import validate
 from .._core.dtypes import acc_dtype
+from ..critic_lse.api import check_options
 from ..critic_lse.layout import Layout, resolve_shape
 from .ops import EXCLUDE_DIAG, EXCLUDE_NONE, EXCLUDE_POSITIVE
+
+
+@dataclass(frozen=True)
+class Args:
+    """The checked arguments of one call: the bound's options, the regularizer, the flags, x and y,
+    and the temperature (a number, or a 0-d tensor)."""
+
+    opts: dict
+    reg: tuple
+    normalize: bool
+    symmetric: bool
+    x: torch.Tensor
+    y: torch.Tensor
+    temperature: object
+
+
+def check_args(bound, name: str, x, y, temperature, normalize, symmetric, positives, reg_weight, reg_target,
+               reg_norm) -> Args:
+    """Every check that needs only this process's arguments (the layout needs the global sizes)."""
+    opts, reg = check_options(bound, name, {o.name: o.default for o in bound.options}, reg_weight, reg_target,
+                              reg_norm)
+    normalize = validate.flag(normalize, "normalize", name)
+    symmetric = validate.flag(symmetric, "symmetric", name)
+    if symmetric and positives is not None:
+        raise ValueError(f"{name}: symmetric=True needs diagonal positives (positives=None)")
+    check_positives(positives, name)
+    x, y = check_pair(x, y, name)
+    if normalize:
+        validate.nonzero_rows(x, "x", name)
+        validate.nonzero_rows(y, "y", name)
+    return Args(opts, reg, normalize, symmetric, x, y, check_temperature(temperature, x, name))
 
 
 def check_pair(x, y, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,39 +77,24 @@ def check_temperature(temperature, x: torch.Tensor, name: str):
     return temperature.reshape(())
 
 
-def _inverse_norms(x: torch.Tensor, arg: str, name: str) -> torch.Tensor:
-    """1 / |x_i| per row, in fp32 (fp64 for float64), differentiable; zero rows are an error."""
-    norm = torch.linalg.vector_norm(x.to(acc_dtype(x.dtype)), dim=1)
-    if not torch.compiler.is_compiling() and x.device.type != "meta":
-        zero = (norm == 0).nonzero()  # one host sync, eager mode only
-        if zero.numel():
-            raise ValueError(f"{name}: normalize=True but {arg} has {zero.numel()} zero-norm row(s) "
-                             f"(first: row {int(zero[0])}); the cosine critic is undefined there")
-    return 1.0 / norm
-
-
-def scales(x, y, temperature, normalize: bool, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(a, b) with S_ij = a_i b_j (x_i . y_j): a = 1 / (temperature |x_i|), b = 1 / |y_j| (norms only
-    when normalize). Kept apart from x and y so half inputs are never rounded by the scaling."""
+def inverse_temperature(temperature, x: torch.Tensor) -> torch.Tensor:
+    """1 / temperature as a 0-d tensor in x's accumulation dtype (with the gradient of a tensor)."""
     dt = acc_dtype(x.dtype)
-    if normalize:
-        a, b = _inverse_norms(x, "x", name), _inverse_norms(y, "y", name)
-    else:
-        a = torch.ones(x.shape[0], dtype=dt, device=x.device)
-        b = torch.ones(y.shape[0], dtype=dt, device=y.device)
     if isinstance(temperature, torch.Tensor):
-        a = a / temperature.to(dt)
-    elif temperature != 1.0:
-        a = a * (1.0 / temperature)
-    return a, b
+        return 1.0 / temperature.to(dt)
+    return torch.tensor(1.0 / temperature, dtype=dt, device=x.device)
 
 
-def layout_of(x, y, positives, negatives, *, infonce: bool, name: str) -> Layout:
+def check_positives(positives, name: str) -> None:
     if isinstance(positives, torch.Tensor) and positives.dtype == torch.bool:
         raise TypeError(f"{name}: positives must be None (the diagonal) or a column index per row; a boolean "
                         "mask is not supported by the separable critic (use fastmi.functional on x @ y.T)")
-    return resolve_shape(x.shape[0], y.shape[0], x.device, positives, negatives, infonce=infonce,
-                                 name=name, what="x @ y.T")
+
+
+def layout_of(n: int, m: int, device, positives, negatives, *, infonce: bool, name: str) -> Layout:
+    """The layout of the n x m matrix x @ y.T (built from the global sizes under group=)."""
+    check_positives(positives, name)
+    return resolve_shape(n, m, device, positives, negatives, infonce=infonce, name=name, what="x @ y.T")
 
 
 def exclusion(layout: Layout) -> int:

@@ -2,7 +2,9 @@
 
 temperature: the initial value; learn_temperature=True makes log(temperature) a parameter
 (``log_temperature``), as CLIP learns its logit scale. normalize=True: the cosine critic;
-symmetric=True: the mean of both directions (CLIP / NT-Xent).
+symmetric=True: the mean of both directions (CLIP / NT-Xent). group=: None, "world" or a
+torch.distributed ProcessGroup (the loss of the batch concatenated over the ranks; resolved at
+each call, so the module can be built before init_process_group).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .._core import registry, validate
+from .._core import distributed, registry, validate
 from ..critic_lse.bounds import BOUNDS, Bound
 from ..critic_lse import sampled
 from .api import FUNCTIONS
@@ -24,7 +26,7 @@ class SeparableLoss(nn.Module):
     fn = None
 
     def __init__(self, *, temperature=1.0, learn_temperature=False, normalize=False, symmetric=False, negatives=None,
-                 reg_weight=0.0, reg_target=0.0, reg_norm="l2", backend="auto"):
+                 reg_weight=0.0, reg_target=0.0, reg_norm="l2", backend="auto", group=None):
         super().__init__()
         name = type(self).__name__
         t = validate.number(temperature, "temperature", name, low=0.0, strict=True)
@@ -41,7 +43,8 @@ class SeparableLoss(nn.Module):
             self._temperature = t
         self.options = dict(normalize=validate.flag(normalize, "normalize", name),
                             symmetric=validate.flag(symmetric, "symmetric", name), negatives=negatives,
-                            reg_weight=reg_weight, reg_target=reg_target, reg_norm=reg_norm, backend=backend)
+                            reg_weight=reg_weight, reg_target=reg_target, reg_norm=reg_norm, backend=backend,
+                            group=distributed.check_group(group, name))
 
     @property
     def temperature(self):

@@ -59,8 +59,13 @@ def test_declared_statistics_are_exactly_the_ones_read(name, monkeypatch):
             monkeypatch.setattr(RowStats, "__getitem__", spy)
             stats = {k: torch.randn(4, dtype=torch.float64) for k in declared}
             second = torch.randn(4, dtype=torch.float64) if bound.second_pass else None
-            evaluate(bound, opts, (0.3 if reg else 0.0, 0.0, "l2"), layout, lambda needed: stats, second)
+            exp_rows = torch.rand(4, dtype=torch.float64)
+            evaluate(bound, opts, (0.3 if reg else 0.0, 0.0, "l2"), layout,
+                     lambda needed, exp: stats if exp is None else (stats, exp_rows, None), torch.float64, scores.device,
+                     second)
             monkeypatch.setattr(RowStats, "__getitem__", real_getitem)
+            if bound.exp_shift is not None:  # the exponential term's slot is read by the op, not the formula
+                read.add(bound.exp_slot(opts))
             assert read == declared, (name, opts, reg, [STATS[k] for k in read], [STATS[k] for k in declared])
 
 

@@ -2,7 +2,8 @@
 
 Three layers, so that most of it runs on a machine without a GPU:
 
-* the source compiles with nvcc for sm_90 against torch's headers (needs nvcc);
+* the source compiles with nvcc for sm_80 and sm_90 against torch's headers (tests/test_aot.py, for
+  every .cu file);
 * a host emulation runs the kernels' own per-thread code (``fwd_lane`` / ``merge`` / ``fwd_finish``
   / ``bwd_lane``, the same functions the kernels call) lane by lane, with the warp-shuffle and
   shared-memory reductions replayed in the kernels' order, for every group size the launcher uses;
@@ -14,18 +15,17 @@ Half types are compared against float64 computed on the half-rounded values.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import struct
 import subprocess
 import sys
-import sysconfig
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from bench.aot_cuda import find_nvcc, nvcc_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "csrc" / "cuda" / "critic_lse.cu"
@@ -35,65 +35,15 @@ LSE, CLSE, SP, POS, PSP, CPOS = range(6)
 
 
 # --------------------------------------------------------------------------------------------
-# nvcc
-
-
-def find_nvcc() -> str | None:
-    for cand in (shutil.which("nvcc"), os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")):
-        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    return None
-
+# nvcc (the compile of every csrc/cuda/*.cu for sm_80 and sm_90 is tests/test_aot.py's)
 
 NVCC = find_nvcc()
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found")
 
 
-def torch_include_dirs() -> list[str]:
-    from torch.utils import cpp_extension
-
-    return list(cpp_extension.include_paths())
-
-
 def common_nvcc_flags(std: str = "c++17") -> list[str]:
     """The flags of fastmi's CUDA build (fastmi/_build.py + torch's CUDAExtension) for sm_90."""
-    flags = []
-    for d in torch_include_dirs() + [sysconfig.get_paths()["include"]]:
-        flags += ["-I", d]
-    flags += [
-        f"-std={std}",
-        "-O3",
-        "--use_fast_math",
-        "-lineinfo",
-        "-arch=sm_90",
-        "-D__CUDA_NO_HALF_OPERATORS__",
-        "-D__CUDA_NO_HALF_CONVERSIONS__",
-        "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
-        "-D__CUDA_NO_HALF2_OPERATORS__",
-        "--expt-relaxed-constexpr",
-        "-DTORCH_API_INCLUDE_EXTENSION_H",
-        "-DTORCH_EXTENSION_NAME=fastmi_C",
-        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
-        "-Xcompiler",
-        "-fPIC",
-    ]
-    # CPU-only torch wheels ship c10/cuda headers but not the generated cuda_cmake_macros.h (it
-    # only sets Windows export macros); tell CUDAMacros.h not to include it.
-    if not any(Path(d, "c10", "cuda", "impl", "cuda_cmake_macros.h").exists() for d in torch_include_dirs()):
-        flags.append("-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE")
-    return flags
-
-
-def compile_command(out: Path, std: str = "c++17") -> list[str]:
-    return [NVCC, "-c", str(SOURCE), "-o", str(out)] + common_nvcc_flags(std)
-
-
-@needs_nvcc
-def test_cuda_source_compiles(tmp_path):
-    cmd = compile_command(tmp_path / "critic_lse.o")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr[-6000:]}"
-    assert (tmp_path / "critic_lse.o").stat().st_size > 0
+    return nvcc_flags((90,), std)
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,10 +72,12 @@ def ref_backward(G, S, P, N, clip, need, stats):
     inside = (S >= -clip) & (S <= clip)
     g = [G[k][:, None] for k in range(6)]
     neg = torch.zeros_like(S)
+    # a row whose (clipped) lse is +-inf adds nothing through it: exp(S - lse) = 0 at finite entries
+    live = [(g[k] != 0) & (st[k][:, None].abs() != INF) for k in range(2)]
     if need & 1:
-        neg = neg + torch.where(g[0] != 0, g[0] * torch.exp(S - st[0][:, None]), 0.0)
+        neg = neg + torch.where(live[0], g[0] * torch.exp(S - st[0][:, None]), 0.0)
     if need & 2:
-        neg = neg + torch.where(inside & (g[1] != 0), g[1] * torch.exp(S.clamp(-clip, clip) - st[1][:, None]), 0.0)
+        neg = neg + torch.where(inside & live[1], g[1] * torch.exp(S.clamp(-clip, clip) - st[1][:, None]), 0.0)
     if need & 4:
         neg = neg + torch.where(g[2] != 0, g[2] * torch.sigmoid(S), 0.0)
     pos = torch.zeros_like(S)

@@ -127,7 +127,7 @@ def value_at_true_critic(estimator, d=5, mi=2.0, batch=128, batches=100):
         v = 1 - rho**2
         S = (-0.5 * math.log(v) - (b[None] - rho * a[:, None]) ** 2 / (2 * v) + b[None] ** 2 / 2).sum(-1)
         bound = {"mine": lambda: oracle.dv(S), "nwj": lambda: oracle.nwj(S + 1),
-                 "js": lambda: oracle.js(S, nwj_shift=True), "tuba": lambda: oracle.tuba(S, 0.0),
+                 "js": lambda: oracle.js(S, value="nwj_shifted"), "tuba": lambda: oracle.tuba(S, 0.0),
                  "alpha_tuba": lambda: oracle.alpha_tuba(S, 0.0), "flo": lambda: oracle.flo(S, -S.diagonal())}
         vals.append(float(bound.get(estimator, lambda: getattr(oracle, estimator)(S))().mi))
     return sum(vals) / len(vals)

@@ -54,12 +54,17 @@ def test_resume_names_settings_an_older_run_folder_lacks(tmp_path):
                                                              progress=False, resume=True))
 
 
-def test_without_resume_starts_over(tmp_path):
+def test_without_resume_a_folder_with_work_is_kept_unless_overwrite(tmp_path):
     module, cfg = tiny_config("remine_onehot")
     with pytest.raises(runner.Interrupted):
         runner.run_experiment(module, cfg, runner.RunContext(name="remine_onehot", run_dir=tmp_path,
                                                              progress=False, stop_after=30))
-    assert list((tmp_path / "jobs").iterdir())
+    kept = sorted(p.name for p in (tmp_path / "jobs").iterdir())
+    assert kept
+    with pytest.raises(runner.RunFolderError, match="--resume.*--overwrite"):
+        runner.run_experiment(module, cfg, runner.RunContext(name="remine_onehot", run_dir=tmp_path, progress=False))
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == kept
+    (tmp_path / "notes.txt").write_text("mine")
     again = runner.run_experiment(module, cfg, runner.RunContext(name="remine_onehot", run_dir=tmp_path,
-                                                                 progress=False))
-    assert again["runs"]
+                                                                 progress=False, overwrite=True))
+    assert again["runs"] and (tmp_path / "notes.txt").read_text() == "mine"   # only the run's own files go

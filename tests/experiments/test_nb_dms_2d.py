@@ -178,7 +178,7 @@ def test_short_run_lowers_dms_loss_and_separates_blobs():
 
 
 def test_tiny_run_results(tmp_path):
-    from _experiment_helpers import run_tiny
+    from experiments._experiment_helpers import run_tiny
 
     res = run_tiny("nb_dms_2d", tmp_path / "run")
     assert set(res["datasets"]) == {"spirals", "circles", "moons", "blobs"}
@@ -217,7 +217,7 @@ def test_choose_restart_takes_the_lowest_objective_and_ignores_a_final_spike():
 
 
 def test_restarts_share_the_data_and_keep_restart0_as_the_single_run(tmp_path):
-    from _experiment_helpers import run_tiny
+    from experiments._experiment_helpers import run_tiny
 
     assert nb_dms_2d.job_name("moons", 2) == "moons-seed2"
     assert nb_dms_2d.data_job(nb_dms_2d.job_name("moons", 2, 3)) == "moons-seed2"
@@ -271,7 +271,7 @@ def test_rc_noise_gaussian_draws_normal_coefficients():
 
 def test_batch_steps_per_epoch(tmp_path, monkeypatch):
     """batch=B: floor(N / B) steps per epoch on shuffled batches of B distinct points; 0: one full step."""
-    from _experiment_helpers import run_tiny, tiny_config
+    from experiments._experiment_helpers import run_tiny, tiny_config
 
     seen = []
 

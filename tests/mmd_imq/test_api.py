@@ -315,6 +315,20 @@ def test_gaussian_kl_matches_closed_form_and_torch_distributions():
     assert kl16.dtype == torch.float32 and torch.isfinite(kl16)
 
 
+@pytest.mark.parametrize("shape", [(5,), (6, 5), (3, 2, 4, 4)])
+def test_gaussian_kl_is_a_mean_over_the_first_dimension(shape):
+    """Issue 19 item 9: the docs say "mean over the batch (the first dimension)"; a 1-D input is a
+    batch of one-dimensional codes (it used to be summed: ones(5), ones(5) gave 2.5)."""
+    assert F.gaussian_kl(torch.ones(5), torch.ones(5)).item() == pytest.approx(0.5)
+    g = torch.Generator().manual_seed(1)
+    mu = torch.randn(shape, generator=g, dtype=torch.float64)
+    std = torch.rand(shape, generator=g, dtype=torch.float64) + 0.2
+    close(F.gaussian_kl(mu, std, sigma=1.5), R.gaussian_kl(mu, std, sigma=1.5), 1e-13, 1e-13)
+    # one code per sample: the batch mean does not grow with the batch
+    assert F.gaussian_kl(mu.repeat(2, *[1] * (len(shape) - 1)), std.repeat(2, *[1] * (len(shape) - 1)),
+                         sigma=1.5).item() == pytest.approx(F.gaussian_kl(mu, std, sigma=1.5).item(), rel=1e-12)
+
+
 @pytest.mark.parametrize("mu,std,exc,match", [
     (torch.zeros(3, 2), torch.ones(3, 3), ValueError, "mu has shape .3, 2. but std has shape .3, 3."),
     (torch.zeros(3, 2), torch.zeros(3, 2), ValueError, "std must be > 0"),
