@@ -20,17 +20,3 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-
-import contextlib  # noqa: E402
-
-
-@contextlib.contextmanager
-def threads(k: int):
-    """torch's intra-op thread count set to k inside the block, restored after it."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(k)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

@@ -1,5 +1,7 @@
 """What the test modules share: the backends a family runs on here (read from fastmi's registry),
-moving tensors to a backend's device, and the matching skip marks."""
+moving tensors to a backend's device, the matching skip marks, and a thread-count context."""
+import contextlib
+
 import pytest
 import torch
 
@@ -60,3 +62,14 @@ def bound_cases():
         cases.append((name, {"reg_weight": 0.3, "reg_target": 0.5}))
     cases.append(("dv", {"reg_weight": 0.2, "reg_norm": "l1"}))
     return cases
+
+
+@contextlib.contextmanager
+def threads(k: int):
+    """torch's intra-op thread count set to k inside the block, restored after it."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(k)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

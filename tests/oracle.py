@@ -147,12 +147,22 @@ def softplus(v: torch.Tensor) -> torch.Tensor:
     return torch.logaddexp(v, torch.zeros_like(v))
 
 
+class _ZeroWithGradient(torch.autograd.Function):
+    """0 in value, the identity in gradient."""
+
+    @staticmethod
+    def forward(ctx, g):
+        return torch.zeros_like(g)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
 def straight_through(grad_from: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """The value of ``value`` with the gradient of ``grad_from``: g + sg(v - g). An infinite value is
-    returned as it is (g + sg(v - g) would be inf - inf = NaN)."""
-    if bool(torch.isinf(value)):
-        return value
-    return grad_from + (value - grad_from).detach()
+    """The value of ``value`` with the gradient of ``grad_from`` (the papers' g + sg(v - g), taken
+    exactly: an infinite v or g would make that inf - inf = NaN)."""
+    return value.detach() + _ZeroWithGradient.apply(grad_from)
 
 
 def regularizer(stat: torch.Tensor, weight: float, target: float, norm: str = "l2") -> torch.Tensor:

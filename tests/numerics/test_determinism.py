@@ -7,7 +7,7 @@ import torch
 
 import fastmi
 import fastmi.functional as F
-from conftest import threads
+from helpers import threads
 
 pytestmark = pytest.mark.skipif(not fastmi.info()["cpu"][0], reason="fastmi._C not available")
 REPEATS = 4

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import fastmi
 import fastmi.functional as F
 from numerics import numerics_oracle as O
-from conftest import threads
+from helpers import threads
 
 pytestmark = pytest.mark.skipif(not fastmi.info()["cpu"][0], reason="fastmi._C not available")
 BACKENDS = ["cpu", "reference"]
