@@ -3,7 +3,8 @@ against the number of processes, at a fixed global batch (strong scaling), and t
 communicates per step.
 
     python -m bench.bench_distributed [--world-sizes 1 2 4] [--cases clip infonce nb_mim mmd_imq] [--out PATH]
-    python -m bench.bench_distributed --table PATH [--docs docs/distributed.md]   (render / update the docs table)
+    python -m bench.bench_distributed --table PATH   (print a results file's table; docs/distributed.md's is
+                                                      written by `make report`, marker report:distributed)
 
 Each world size runs in fresh spawned processes joined by gloo; every rank holds its shard of the
 same global batch. "1 (no group)" is the ordinary single-process call (group=None). Per rank:
@@ -34,8 +35,6 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
-DOCS = os.path.join(ROOT, "docs", "distributed.md")
-START, END = "<!-- bench_distributed table: start -->", "<!-- bench_distributed table: end -->"
 
 # case -> (what it computes, global rows N, feature size)
 CASES = {
@@ -165,17 +164,6 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def update_docs(results: dict, path: str) -> None:
-    with open(path) as f:
-        text = f.read()
-    if START not in text or END not in text:
-        raise ValueError(f"{path} has no {START} ... {END} block to replace")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    with open(path, "w") as f:
-        f.write(f"{head}{START}\n{table(results)}\n{END}{tail}")
-
-
 def _fail(message: str) -> int:
     print(f"bench_distributed: {message}", file=sys.stderr)
     return 2
@@ -189,20 +177,13 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="a smoke run: 1/8 of each case's rows, one step")
     p.add_argument("--out", help="results JSON (default bench/results/cpu-distributed-<date>.json); never overwritten")
     p.add_argument("--table", help="render this results file as the markdown table instead of measuring")
-    p.add_argument("--docs", help=f"with --table: replace the table in this page (e.g. {os.path.relpath(DOCS, ROOT)})")
     args = p.parse_args(argv)
     if args.table:
         if not os.path.exists(args.table):
             return _fail(f"{args.table} does not exist")
         with open(args.table) as f:
             results = json.load(f)
-        if args.docs:
-            try:
-                update_docs(results, args.docs)
-            except (OSError, ValueError) as e:
-                return _fail(str(e))
-        else:
-            print(table(results))
+        print(table(results))
         return 0
     bad = [c for c in args.cases if c not in CASES]
     if bad or any(w < 1 for w in args.world_sizes) or args.repeat < 1:
