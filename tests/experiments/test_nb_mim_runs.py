@@ -49,7 +49,7 @@ def test_resume_gives_the_same_results(tmp_path):
                                          progress=False, **kw)
     full = runner.run_experiment(module, cfg, ctx())["runs"]
     with pytest.raises(runner.Interrupted):
-        runner.run_experiment(module, cfg, ctx(stop_after=2))
+        runner.run_experiment(module, cfg, ctx(stop_after=2, overwrite=True))
     resumed = runner.run_experiment(module, cfg, ctx(resume=True))["runs"]
     assert resumed == full
 
@@ -64,7 +64,7 @@ def test_batch_grid_layout(tmp_path):
     assert res["grid"]["5x10"]["opt_steps"] == 3 and res["grid"]["5x20"]["opt_steps"] == 1
     assert "N/A" in (tmp_path / "run" / "table.txt").read_text()
     assert (tmp_path / "run" / "nb_mim_batch.png").is_file()
-    with pytest.raises(ValueError, match="no cell"):
+    with pytest.raises(ValueError, match="bs_values must hold a value >= some of mbs_values"):
         runner.make_config(nb_mim_batch, False, ["mbs_values=500", "bs_values=50"])
 
 
