@@ -35,6 +35,11 @@ def _define(qualname: str, schema: str) -> None:
         torch.library.define(qualname, schema)
 
 
+# qualname of every Triton op -> the Python callable that launches its kernels (bench/aot_triton.py
+# replays recorded calls through it to compile every specialization without a GPU)
+TRITON_BODIES: dict[str, Callable] = {}
+
+
 class _Implementation:
     """The (forward, backward) callables of one implementation of a FusedOp."""
 
@@ -82,8 +87,10 @@ class FusedOp:
         else:
             fwd, bwd = _lazy_kernel(triton[0], triton[1]), (_lazy_kernel(*triton[::2]) if len(triton) > 2 else None)
         torch.library.impl(self.triton.qualname, "default")(fwd)
+        TRITON_BODIES[self.triton.qualname] = fwd
         if has_backward:
             torch.library.impl(self.triton.backward_qualname, "default")(bwd)
+            TRITON_BODIES[self.triton.backward_qualname] = bwd
 
     def implementation(self, backend: str) -> _Implementation:
         """The extension's ops for "cpu"/"cuda", the Triton ops for "triton"."""
