@@ -9,7 +9,7 @@ TORCHVISION_SPEC ?= torchvision==0.28.0
 SOURCES := Makefile setup.py pyproject.toml fastmi/_build.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu)
 SHELL := /bin/bash
 
-.PHONY: setup demo test test-all bench report clean
+.PHONY: setup demo test test-all bench bench-torchmist report clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ BENCH_JSON := bench/results/cpu-$(shell date -u +%Y-%m-%d-%H%M%S).json
 
 bench: setup
 	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=median,iqr,rounds --benchmark-sort=name --benchmark-json=$(BENCH_JSON) && $(PY) -m bench.report $(BENCH_JSON)
+
+# fastmi next to torch-mist (docs/estimators.md): a new bench/results/torchmist-cpu-<UTC>.json each run
+bench-torchmist: setup
+	$(PY) -m pip install -q --no-deps "torch-mist==0.2.17" pyro-ppl pyro-api opt_einsum && $(PY) -m pip install -q pandas
+	$(PY) -m bench.bench_torchmist
 
 # regenerate every table of measured numbers in README.md and docs/ from bench/results and results/
 report:

@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 here = Path(__file__).resolve().parent
@@ -101,7 +101,7 @@ if os.environ.get("FASTMI_NO_EXT_BUILD", "0") != "1":
 
 setup(
     version=version,
-    packages=["fastmi", "fastmi.ops", "fastmi.data", "fastmi.experiments", "fastmi.models", "fastmi.kernels"],
+    packages=find_packages(include=["fastmi", "fastmi.*"]) + ["fastmi.kernels"],
     package_dir={"fastmi.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -64,7 +64,7 @@ def triton_results(jobs: int | None = None, families=FAMILIES) -> dict:
 
 def _git_commit() -> str:
     proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "kernels", "csrc", "fastmi/ops"], cwd=ROOT,
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "kernels", "csrc", "fastmi"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
     return (proc.stdout.strip() or "?") + (" (kernels modified)" if dirty else "")
 

@@ -2,7 +2,7 @@
 kernel launch's specialization, and compile every unique one for sm_80 and sm_90.
 
 Replay: each Triton op recorded by ``bench.aot_capture`` has a Python body (the launcher in
-kernels/<family>.py, called by the custom op in fastmi/ops/<family>.py). It is called on meta
+kernels/<family>.py, called by the custom op in fastmi/<family>/ops.py). It is called on meta
 tensors of the recorded layouts under ``PretendCuda``, a TorchFunctionMode under which those tensors
 report ``device == cuda`` and new tensors asked for on "cuda" are made on "meta" -- so the launcher
 takes its GPU decisions (tile sizes, TF32 / tf32x3, no interpreter up-casts) exactly as on a device.
@@ -97,12 +97,11 @@ def decode(value):
 
 
 def op_body(qualname: str):
-    """The Python implementation of a custom op (what runs when it is called on real tensors)."""
-    from torch._library.custom_ops import OPDEFS
+    """The Python implementation of a Triton op (what runs when it is called on real tensors)."""
+    import fastmi  # noqa: F401  (importing the families registers their ops)
+    from fastmi._core.fused_op import TRITON_BODIES
 
-    for fam in ("critic_lse", "separable", "softmax_stats", "mmd_imq", "fd_jacobian"):
-        __import__(f"fastmi.ops.{fam}")  # registers the family's ops
-    return OPDEFS[qualname]._init_fn
+    return TRITON_BODIES[qualname]
 
 
 class _Ptr:

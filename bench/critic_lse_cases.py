@@ -9,15 +9,23 @@ import torch.nn.functional as TF
 
 import fastmi.functional as F
 from fastmi import reference as R
+from fastmi.critic_lse.bounds import BOUNDS
 
-# name -> (fused call, reference call); the regularized variant is ReDV (ReMINE) with lambda = 0.1.
-CASES = {
-    "infonce": (lambda s, b: F.infonce(s, backend=b), lambda s: R.infonce(s)),
-    "dv": (lambda s, b: F.dv(s, backend=b), lambda s: R.dv(s)),
-    "nwj": (lambda s, b: F.nwj(s, backend=b), lambda s: R.nwj(s)),
-    "smile": (lambda s, b: F.smile(s, clip=5.0, backend=b), lambda s: R.smile(s, clip=5.0)),
-    "redv": (lambda s, b: F.dv(s, reg_weight=0.1, backend=b), lambda s: R.dv(s, reg_weight=0.1)),
-}
+def _bound_case(name: str):
+    """(fused call, reference call) of a bound of the table at its defaults; a stateful bound (MINE)
+    gets a fresh, empty moving average each call and leaves it as it was."""
+    bound, fused, ref = BOUNDS[name], getattr(F, name), getattr(R, name)
+    if bound.module_state:
+        state = bound.module_state[1]
+        return (lambda s, b: fused(s, torch.full((), math.nan, dtype=torch.float64), backend=b, **{state: False}),
+                lambda s: ref(s, torch.full((), math.nan, dtype=torch.float64), **{state: False}))
+    return lambda s, b: fused(s, backend=b), lambda s: ref(s)
+
+
+# name -> (fused call, reference call): every bound of fastmi's table at its defaults (SMILE: clip 5),
+# and ReDV (ReMINE) with lambda = 0.1.
+CASES = {name: _bound_case(name) for name in BOUNDS}
+CASES["redv"] = (lambda s, b: F.dv(s, reg_weight=0.1, backend=b), lambda s: R.dv(s, reg_weight=0.1))
 
 
 def _lme_nodiag(s: torch.Tensor) -> torch.Tensor:

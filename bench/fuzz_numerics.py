@@ -32,7 +32,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-import oracle as O  # noqa: E402
+from numerics import numerics_oracle as O  # noqa: E402
 
 import fastmi  # noqa: E402
 import fastmi.functional as F  # noqa: E402
@@ -357,7 +357,10 @@ def main(argv=None):
             rows.append((fam, backend, ran, failed, skipped))
             print(f"{fam:14s} {backend:9s} cases {ran:6d}  failures {failed:4d}  (skipped layouts {skipped})", flush=True)
     with open(args.out, "w") as f:
-        json.dump(dict(rows=rows, failures=failures), f, indent=1)
+        json.dump(dict(settings=dict(seconds=args.seconds, seed=args.seed, torch=torch.__version__,
+                                     date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
+                       columns=["family", "backend", "cases", "failures", "skipped"], rows=rows, failures=failures),
+                  f, indent=1)
     return 1 if failures else 0
 
 

@@ -8,7 +8,8 @@ shows up in the high-water mark. Linux only.
     python -m bench.memory infonce fused 8192 separable     -> bytes (another family's cases)
 
 A family's cases module ``bench.<family>_cases`` provides loss_fn(name, impl), inputs(n) (or
-scores(n)), step(fn, inputs) and optionally grad_bytes(inputs).
+scores(n), or inputs_for(name, n) when the inputs differ by case), step(fn, inputs) and optionally
+grad_bytes(inputs).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def _status(key: str) -> int:
 def _measure(name: str, impl: str, n: int, family: str) -> int:
     cases = importlib.import_module(f"bench.{family}_cases")
     fn = cases.loss_fn(name, impl)
-    data = cases.inputs(n) if hasattr(cases, "inputs") else cases.scores(n)
+    data = (cases.inputs_for(name, n) if hasattr(cases, "inputs_for") else
+            cases.inputs(n) if hasattr(cases, "inputs") else cases.scores(n))
     grads = cases.grad_bytes(data) if hasattr(cases, "grad_bytes") else data.numel() * data.element_size()
     cases.step(fn, data)  # warm-up: compilation, thread pools, allocator arenas
     cases.step(fn, data)

@@ -3,20 +3,21 @@
     import fastmi.functional as F
     loss, mi = F.infonce(scores)          # scores[i, j] = T(x_i, y_j), positives on the diagonal
 """
-from . import _backend  # noqa: F401  (loads the extension and probes the backends once)
-from . import ops  # noqa: F401
-from .ops import critic_lse as _critic_lse_ops  # noqa: F401  (registers the custom ops)
-from .ops import separable as _separable_ops  # noqa: F401
-from .ops import fd_jacobian as _fd_jacobian_ops  # noqa: F401
-from .ops import mmd_imq as _mmd_imq_ops  # noqa: F401
-from .ops import softmax_stats as _softmax_stats_ops  # noqa: F401
-from ._result import MIResult, NBMIMResult
-from . import functional, nn, reference  # noqa: E402
+from ._core import registry as _registry  # noqa: F401  (loads the extension and probes the backends once)
+from ._core.result import MIResult, NBMIMResult
+from . import functional, nn, reference  # noqa: E402  (importing the families registers their ops)
+from .estimation.train import MIEstimate, estimate_mi  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["MIResult", "NBMIMResult", "functional", "nn", "reference", "info", "__version__"]
+__all__ = ["MIResult", "NBMIMResult", "MIEstimate", "estimate_mi", "functional", "nn", "reference", "info",
+           "__version__"]
 
 
 def info() -> dict:
-    """{backend: (available, why)}, as ``fastmi info`` prints it."""
-    return _backend.availability()
+    """{backend: (available, why)}, as ``fastmi info`` prints it (per family: ``info_families()``)."""
+    return _registry.availability()
+
+
+def info_families() -> dict:
+    """{family: {backend: (available, why)}} for every kernel family."""
+    return {name: fam.availability() for name, fam in _registry.families().items()}

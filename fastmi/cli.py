@@ -20,6 +20,16 @@ def _info() -> int:
     print(f"fastmi {fastmi.__version__}, torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
     for name, (ok, why) in fastmi.info().items():
         print(f"  {name:<10} {'yes' if ok else 'no ':<4} {why}")
+    families = fastmi.info_families()
+    backends = ("cpu", "triton", "cuda", "reference")
+    print("\nper family (yes: runs here; no: built but not usable here; -: no such kernel):")
+    print(f"  {'family':<14}" + "".join(f"{b:<11}" for b in backends))
+    for fam, avail in families.items():
+        cells = []
+        for b in backends:
+            ok, why = avail[b]
+            cells.append("yes" if ok else ("-" if why.endswith(f"has no {b} kernel") else "no"))
+        print(f"  {fam:<14}" + "".join(f"{c:<11}" for c in cells))
     if _ext.status()["notice"]:
         print(f"  note: {_ext.status()['notice']}")
     return 0

@@ -32,12 +32,13 @@ import torch
 import triton
 import triton.language as tl
 
-LSE, CLSE, SP, POS, PSP, CPOS = range(6)  # rows of stats, bits of need
-NUM_STATS = 6
-_LSE, _CLSE, _SP, _POS, _PSP, _CPOS = (tl.constexpr(1 << k) for k in range(6))  # bits, for the kernels
-_NEG_BITS = tl.constexpr(0b000111)  # statistics over N_i
-_POS_BITS = tl.constexpr(0b111000)  # statistics over P_i
-POS_DIAG, POS_INDEX, POS_MASK = 0, 1, 2
+from ..critic_lse.contract import (CLSE, CPOS, LSE, NEGATIVE_STATS, NUM_STATS, POS, POSITIVE_KINDS, POSITIVE_STATS,
+                                   PSP, SP, bits)
+
+_LSE, _CLSE, _SP, _POS, _PSP, _CPOS = (tl.constexpr(1 << k) for k in (LSE, CLSE, SP, POS, PSP, CPOS))  # need bits
+_NEG_BITS = tl.constexpr(bits(*NEGATIVE_STATS))  # statistics over N_i
+_POS_BITS = tl.constexpr(bits(*POSITIVE_STATS))  # statistics over P_i
+POS_DIAG, POS_INDEX, POS_MASK = (POSITIVE_KINDS.index(k) for k in ("diag", "index", "mask"))
 
 _MAX_TILE = 4096  # elements of S per program and loop step (half that for float64)
 _MAX_ROWS = 64  # rows per program when m is small

@@ -13,7 +13,7 @@ accumulated in registers. Rows own their gradient, so there are no atomics and t
 deterministic; the price is that the symmetric x-x and y-y tiles are evaluated from both sides
 (the C++ kernel uses the upper triangle). Nothing n x m is stored.
 
-Inputs come prepared by ``fastmi.ops.mmd_imq.prepare`` (centred on their means, scaled by a power
+Inputs come prepared by ``fastmi.mmd_imq.ops.prepare`` (centred on their means, scaled by a power
 of two), see there. Everything is computed in fp32, or in fp64 for float64 inputs (ACC).
 """
 from __future__ import annotations

@@ -3,8 +3,12 @@
 TRITON_INTERPRET must be set before triton is imported, hence here, before fastmi is imported.
 """
 import os
+import sys
 
 import torch
+
+# tests/ on the path: oracle.py and helpers.py are imported by the test modules of every folder
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -16,17 +20,3 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-
-import contextlib  # noqa: E402
-
-
-@contextlib.contextmanager
-def threads(k: int):
-    """torch's intra-op thread count set to k inside the block, restored after it."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(k)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

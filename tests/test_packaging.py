@@ -18,8 +18,8 @@ FROM_CHECKOUT = PACKAGE.parent == ROOT          # else: the tests run against an
 needs_ext = pytest.mark.skipif(not fastmi.info()["cpu"][0], reason="no compiled CPU kernels here")
 # the kernel tests the portable variant runs: every CPU kernel family, without the Triton, CUDA,
 # torch.compile and opcheck cases (they test the dispatch, not the arithmetic of the variant)
-PORTABLE_TESTS = ["tests/test_critic_lse_kernels.py", "tests/test_separable.py", "tests/test_fd_jacobian_kernels.py",
-                  "tests/test_mmd_imq_kernels.py", "tests/test_softmax_stats_kernels.py"]
+PORTABLE_TESTS = ["tests/critic_lse/test_kernels.py", "tests/separable/test_api.py", "tests/fd_jacobian/test_kernels.py",
+                  "tests/mmd_imq/test_kernels.py", "tests/softmax_stats/test_kernels.py"]
 PORTABLE_SKIP = "not triton and not cuda and not compile and not opcheck and not fallback and not streaming"
 
 

@@ -17,7 +17,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from . import benchruns, experiments, markers
+from . import benchruns, distributed, experiments, markers, torchmist
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,6 +43,9 @@ GENERATORS = {
     "bench-history": lambda c, family: benchruns.history(c.bench, c.doc, family),
     "bench-runs": lambda c: benchruns.runs_list(c.bench, c.doc),
     "bench-sweep": lambda c, file: benchruns.sweep(c.bench, c.doc, file),
+    "distributed": lambda c, file: distributed.table(c.bench, file),
+    "torchmist-steps": lambda c, file: torchmist.step_table(c.bench, c.doc, file),
+    "torchmist-estimates": lambda c, file: torchmist.estimate_table(c.bench, c.doc, file),
     "run-table": lambda c, run: experiments.run_table(c.results, c.doc, run),
     "experiment-runs": lambda c: experiments.runs_list(c.results, c.doc),
     "claims": lambda c, paper=None: experiments.claims_summary(c.results, c.doc, paper),

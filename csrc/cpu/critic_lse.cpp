@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../critic_lse.h"
+#include "../critic_lse_inputs.h"
 #include "fast_exp.h"
 #include "huge_pages.h"
 #include "reduced_float.h"
@@ -304,38 +305,11 @@ void row_backward(const T* row, const RowLayout<T>& L, T tau, int64_t need,
   }
 }
 
-struct Inputs {
-  at::Tensor scores, pos_index, pos_mask;
-  int64_t n, m;
-};
+using Inputs = CriticLseInputs;
 
 Inputs check_inputs(const at::Tensor& scores, const std::optional<at::Tensor>& pos_index,
                     const std::optional<at::Tensor>& pos_mask, int64_t neg_mode) {
-  TORCH_CHECK(scores.dim() == 2, "fastmi::critic_lse: scores must be 2-D, got ", scores.dim(), "-D");
-  const auto st = scores.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
-              "fastmi::critic_lse (CPU): scores must be float16, bfloat16, float32 or float64, got ", st);
-  TORCH_CHECK(neg_mode >= 0 && neg_mode <= 2, "fastmi::critic_lse: neg_mode must be 0, 1 or 2");
-  TORCH_CHECK(!(pos_index.has_value() && pos_mask.has_value()),
-              "fastmi::critic_lse: give pos_index or pos_mask, not both");
-  Inputs in;
-  in.scores = scores.contiguous();
-  in.n = scores.size(0);
-  in.m = scores.size(1);
-  TORCH_CHECK(in.m < (int64_t(1) << 24), "fastmi::critic_lse (CPU): at most 2^24 columns");
-  if (pos_index.has_value()) {
-    TORCH_CHECK(pos_index->dim() == 1 && pos_index->size(0) == in.n &&
-                    pos_index->scalar_type() == at::kLong,
-                "fastmi::critic_lse: pos_index must be an int64 vector of length n");
-    in.pos_index = pos_index->contiguous();
-  } else if (pos_mask.has_value()) {
-    TORCH_CHECK(pos_mask->sizes() == scores.sizes() && pos_mask->scalar_type() == at::kBool,
-                "fastmi::critic_lse: pos_mask must be a bool tensor shaped like scores");
-    in.pos_mask = pos_mask->contiguous();
-  } else {
-    TORCH_CHECK(in.n == in.m, "fastmi::critic_lse: diagonal positives need a square score matrix");
-  }
-  return in;
+  return check_critic_lse_inputs(scores, pos_index, pos_mask, neg_mode, /*cuda=*/false, /*max_cols_log2=*/24);
 }
 
 template <typename T>
@@ -434,9 +408,7 @@ at::Tensor critic_lse_backward_cpu(const at::Tensor& grad_stats, const at::Tenso
                                    const std::optional<at::Tensor>& pos_mask, int64_t neg_mode,
                                    double clip, int64_t need, const at::Tensor& stats) {
   Inputs in = check_inputs(scores, pos_index, pos_mask, neg_mode);
-  TORCH_CHECK(grad_stats.sizes() == stats.sizes() && stats.size(0) == NUM_STATS &&
-                  stats.size(1) == in.n,
-              "fastmi::critic_lse_backward: grad_stats and stats must be [", int(NUM_STATS), ", n]");
+  check_critic_lse_backward(grad_stats, stats, in);
   const auto acc = acc_type(scores.scalar_type());
   at::Tensor g = grad_stats.to(acc).t().contiguous();  // [n, NUM_STATS]
   at::Tensor st = stats.to(acc).t().contiguous();

@@ -66,6 +66,20 @@ struct Geometry {
   }
   // pooled windows in group g (0 for the floor-mode remainder rows)
   int64_t windows(int64_t g) const { return (k > 0 && (g + 1) * k <= H) ? Wq : 0; }
+
+  // Task t of groups x chunks: row group g, batch chunk j = [b0, b1); its n positions from p0
+  // (nrows rows of the state) and its nq pooled windows from q0.
+  struct Task {
+    int64_t g, j, h0, nrows, p0, n, nq, q0, b0, b1;
+  };
+  Task task(int64_t t) const {
+    Task a;
+    a.g = t % groups, a.j = t / groups;
+    a.h0 = a.g * rows, a.nrows = std::min(rows, H - a.h0), a.p0 = a.h0 * W, a.n = a.nrows * W;
+    a.nq = windows(a.g), a.q0 = (a.h0 / std::max<int64_t>(k, 1)) * Wq;
+    a.b0 = a.j * kBatchChunk, a.b1 = std::min(B, a.b0 + kBatchChunk);
+    return a;
+  }
 };
 
 // S log(S + eps), given xl = x - lse (so that log S = xl). float: when every lane has S >= 100 eps
@@ -213,10 +227,7 @@ void forward_impl(const Tensor& x, const Geometry& G, T eps, Tensor& ent, Tensor
 
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t g = t % G.groups, j = t / G.groups;
-      const int64_t h0 = g * G.rows, nrows = std::min(G.rows, G.H - h0), p0 = h0 * W, n = nrows * W;
-      const int64_t nq = G.windows(g), q0 = (h0 / std::max<int64_t>(k, 1)) * G.Wq;
-      const int64_t b0 = j * kBatchChunk, b1 = std::min(G.B, b0 + kBatchChunk);
+      const auto [g, j, h0, nrows, p0, n, nq, q0, b0, b1] = G.task(t);
       std::vector<T> macc(C * n, T(0)), maccq(C * nq, T(0)), xp(C), buf(C);
       std::vector<T> rows_buf(G.channels_last ? 0 : C * n);
       double e0 = 0, e1 = 0;
@@ -284,10 +295,7 @@ void backward_impl(const Tensor& x, const Geometry& G, T eps, T ge0, T ge1, cons
 
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t g = t % G.groups, j = t / G.groups;
-      const int64_t h0 = g * G.rows, nrows = std::min(G.rows, G.H - h0), p0 = h0 * W, n = nrows * W;
-      const int64_t nq = G.windows(g), q0 = (h0 / std::max<int64_t>(k, 1)) * G.Wq;
-      const int64_t b0 = j * kBatchChunk, b1 = std::min(G.B, b0 + kBatchChunk);
+      const auto [g, j, h0, nrows, p0, n, nq, q0, b0, b1] = G.task(t);
       std::vector<T> buf(C), xp(C), gp(C);
       std::vector<T> rows_in(G.channels_last ? 0 : C * n), rows_out(G.channels_last ? 0 : C * n);
       using Vec = Vectorized<T>;

@@ -23,6 +23,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include "../critic_lse_inputs.h"
 #endif
 
 #include <c10/macros/Macros.h>
@@ -31,6 +33,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -45,42 +48,23 @@ namespace critic_lse_kernels {
 // ---------------------------------------------------------------------------------------------
 // Scalar helpers (A is the accumulation type: float, or double for double inputs).
 
+// +inf, or a quiet NaN: from their bit patterns on the device (fast math may fold 1/0 and 0/0).
 template <typename A>
-FASTMI_HD A inf_v();
-template <>
-FASTMI_HD float inf_v<float>() {
+FASTMI_HD A special_v(bool nan) {
 #ifdef __CUDA_ARCH__
-  return __int_as_float(0x7f800000);
+  if constexpr (std::is_same_v<A, float>) {
+    return __int_as_float(nan ? 0x7fffffff : 0x7f800000);
+  } else {
+    return __longlong_as_double(nan ? 0x7ff8000000000000LL : 0x7ff0000000000000LL);
+  }
 #else
-  return std::numeric_limits<float>::infinity();
-#endif
-}
-template <>
-FASTMI_HD double inf_v<double>() {
-#ifdef __CUDA_ARCH__
-  return __longlong_as_double(0x7ff0000000000000LL);
-#else
-  return std::numeric_limits<double>::infinity();
+  return nan ? std::numeric_limits<A>::quiet_NaN() : std::numeric_limits<A>::infinity();
 #endif
 }
 template <typename A>
-FASTMI_HD A nan_v();
-template <>
-FASTMI_HD float nan_v<float>() {
-#ifdef __CUDA_ARCH__
-  return __int_as_float(0x7fffffff);
-#else
-  return std::numeric_limits<float>::quiet_NaN();
-#endif
-}
-template <>
-FASTMI_HD double nan_v<double>() {
-#ifdef __CUDA_ARCH__
-  return __longlong_as_double(0x7ff8000000000000LL);
-#else
-  return std::numeric_limits<double>::quiet_NaN();
-#endif
-}
+FASTMI_HD A inf_v() { return special_v<A>(false); }
+template <typename A>
+FASTMI_HD A nan_v() { return special_v<A>(true); }
 
 // Comparisons only (no arithmetic), so fast math cannot change them.
 template <typename A>
@@ -285,6 +269,35 @@ FASTMI_HD void consume(FwdAcc<A>& st, const A (&x)[K], const bool (&neg)[K], con
   }
 }
 
+// The positive-mask bytes of the V entries from column j0 (zeros when the row reads no mask).
+template <int V, typename R>
+FASTMI_HD void pack_mask(const R& r, int j0, bool aligned, uint8_t (&mb)[V]) {
+  if (r.read_mask) {
+    load_mask<V>(r.pm + j0, aligned, mb);
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) mb[k] = 0;
+  }
+}
+
+// vec(pack, c) for the 16-byte packs c = lane, lane + TPR, ... < nvec of a row, software-pipelined:
+// the next load is in flight during vec's math. One call site of vec, so it is inlined once.
+template <int TPR, typename T, typename F>
+FASTMI_HD void for_each_pack(const Pack<T>* pv, int nvec, int lane, F&& vec) {
+  if (lane >= nvec) return;
+  int c = lane;
+  Pack<T> cur = pv[c];
+  for (;;) {
+    const int cn = c + TPR;
+    const bool more = cn < nvec;
+    const Pack<T> nxt = more ? pv[cn] : cur;
+    vec(cur, c);
+    if (!more) break;
+    cur = nxt;
+    c = cn;
+  }
+}
+
 // The partial state of thread `lane` of a group of TPR threads that reduces one row.
 template <int TPR, typename T, typename A>
 FASTMI_HD FwdAcc<A> fwd_lane(const T* row, int m, const Row& r, const Need& f, A tau, int lane) {
@@ -307,12 +320,7 @@ FASTMI_HD FwdAcc<A> fwd_lane(const T* row, int m, const Row& r, const Need& f, A
   auto vec = [&](const Pack<T>& pk, int c) {
     const int j0 = head + c * V;
     uint8_t mb[V];
-    if (r.read_mask) {
-      load_mask<V>(r.pm + j0, mask_vec, mb);
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k) mb[k] = 0;
-    }
+    pack_mask<V>(r, j0, mask_vec, mb);
     A x[V];
     bool neg[V], pos[V];
 #pragma unroll
@@ -326,19 +334,7 @@ FASTMI_HD FwdAcc<A> fwd_lane(const T* row, int m, const Row& r, const Need& f, A
 
   // The vector body, software-pipelined: the next 16-byte load is in flight during the math.
   const Pack<T>* pv = reinterpret_cast<const Pack<T>*>(row + head);
-  if (lane < nvec) {
-    int c = lane;
-    Pack<T> cur = pv[c];
-    for (;;) {  // one call site of vec: it is inlined once
-      const int cn = c + TPR;
-      const bool more = cn < nvec;
-      const Pack<T> nxt = more ? pv[cn] : cur;
-      vec(cur, c);
-      if (!more) break;
-      cur = nxt;
-      c = cn;
-    }
-  }
+  for_each_pack<TPR>(pv, nvec, lane, vec);
   // The scalar head [0, head) and tail [tail, m), fewer than 2 V entries, in one loop.
   const int nscalar = head + (m - tail);
   for (int t = lane; t < nscalar; t += TPR) scalar(t < head ? t : tail + (t - head));
@@ -479,31 +475,14 @@ FASTMI_HD void bwd_lane(const T* row, T* orow, int m, const Row& r, const BwdRow
   auto vec = [&](const Pack<T>& pk, int c) {
     const int j0 = head + c * V;
     uint8_t mb[V];
-    if (r.read_mask) {
-      load_mask<V>(r.pm + j0, mask_vec, mb);
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k) mb[k] = 0;
-    }
+    pack_mask<V>(r, j0, mask_vec, mb);
     Pack<T> o;
 #pragma unroll
     for (int k = 0; k < V; ++k) o.v[k] = static_cast<T>(grad(static_cast<A>(pk.v[k]), j0 + k, mb[k] != 0));
     po[c] = o;
   };
 
-  if (lane < nvec) {
-    int c = lane;
-    Pack<T> cur = pv[c];
-    for (;;) {  // one call site of vec: it is inlined once
-      const int cn = c + TPR;
-      const bool more = cn < nvec;
-      const Pack<T> nxt = more ? pv[cn] : cur;
-      vec(cur, c);
-      if (!more) break;
-      cur = nxt;
-      c = cn;
-    }
-  }
+  for_each_pack<TPR>(pv, nvec, lane, vec);
   // Scalar head and tail (the whole row when input and output are misaligned to each other).
   const int nscalar = head + (m - tail);
   for (int t = lane; t < nscalar; t += TPR) scalar(t < head ? t : tail + (t - head));
@@ -613,46 +592,11 @@ namespace {
 
 using namespace critic_lse_kernels;
 
-struct Inputs {
-  at::Tensor scores, pos_index, pos_mask;
-  int64_t n, m;
-};
+using Inputs = CriticLseInputs;
 
 Inputs check_inputs(const at::Tensor& scores, const std::optional<at::Tensor>& pos_index,
                     const std::optional<at::Tensor>& pos_mask, int64_t neg_mode) {
-  TORCH_CHECK(scores.dim() == 2, "fastmi::critic_lse: scores must be 2-D, got ", scores.dim(), "-D");
-  TORCH_CHECK(scores.is_cuda(), "fastmi::critic_lse (CUDA): scores must be a CUDA tensor");
-  const auto st = scores.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
-              "fastmi::critic_lse (CUDA): scores must be float16, bfloat16, float32 or float64, got ",
-              st);
-  TORCH_CHECK(neg_mode >= 0 && neg_mode <= 2, "fastmi::critic_lse: neg_mode must be 0, 1 or 2");
-  TORCH_CHECK(!(pos_index.has_value() && pos_mask.has_value()),
-              "fastmi::critic_lse: give pos_index or pos_mask, not both");
-  Inputs in;
-  in.scores = scores.contiguous();
-  in.n = scores.size(0);
-  in.m = scores.size(1);
-  TORCH_CHECK(in.m < (int64_t(1) << 30), "fastmi::critic_lse (CUDA): at most 2^30 columns");
-  if (pos_index.has_value()) {
-    TORCH_CHECK(pos_index->dim() == 1 && pos_index->size(0) == in.n &&
-                    pos_index->scalar_type() == at::kLong,
-                "fastmi::critic_lse: pos_index must be an int64 vector of length n");
-    TORCH_CHECK(pos_index->device() == scores.device(),
-                "fastmi::critic_lse: pos_index must be on the device of scores");
-    // Every index is out of range for an empty row (checked here: the kernel would assert).
-    TORCH_CHECK(in.m > 0 || in.n == 0, "fastmi::critic_lse: pos_index is out of range for 0 columns");
-    in.pos_index = pos_index->contiguous();
-  } else if (pos_mask.has_value()) {
-    TORCH_CHECK(pos_mask->sizes() == scores.sizes() && pos_mask->scalar_type() == at::kBool,
-                "fastmi::critic_lse: pos_mask must be a bool tensor shaped like scores");
-    TORCH_CHECK(pos_mask->device() == scores.device(),
-                "fastmi::critic_lse: pos_mask must be on the device of scores");
-    in.pos_mask = pos_mask->contiguous();
-  } else {
-    TORCH_CHECK(in.n == in.m, "fastmi::critic_lse: diagonal positives need a square score matrix");
-  }
-  return in;
+  return check_critic_lse_inputs(scores, pos_index, pos_mask, neg_mode, /*cuda=*/true, /*max_cols_log2=*/30);
 }
 
 at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
@@ -740,11 +684,7 @@ at::Tensor critic_lse_backward_cuda(const at::Tensor& grad_stats, const at::Tens
                                     const std::optional<at::Tensor>& pos_mask, int64_t neg_mode,
                                     double clip, int64_t need, const at::Tensor& stats) {
   Inputs in = check_inputs(scores, pos_index, pos_mask, neg_mode);
-  TORCH_CHECK(grad_stats.sizes() == stats.sizes() && stats.dim() == 2 &&
-                  stats.size(0) == NUM_STATS && stats.size(1) == in.n,
-              "fastmi::critic_lse_backward: grad_stats and stats must be [", int(NUM_STATS), ", n]");
-  TORCH_CHECK(grad_stats.device() == scores.device() && stats.device() == scores.device(),
-              "fastmi::critic_lse_backward: grad_stats and stats must be on the device of scores");
+  check_critic_lse_backward(grad_stats, stats, in);
   const c10::cuda::CUDAGuard guard(scores.device());
   const at::ScalarType at_acc = acc_type(scores.scalar_type());
   const at::Tensor g = grad_stats.to(at_acc).contiguous();  // [NUM_STATS, n]

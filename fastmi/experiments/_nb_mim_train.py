@@ -274,6 +274,14 @@ def random_baseline(ctx: runner.RunContext, cfg: MIMSettings, data, grid=RANDOM_
     return ctx.loop(job, {}, step, len(grid), ckpt_every=1, unit="config")
 
 
+def with_baseline(ctx: runner.RunContext, cfg: MIMSettings, data, jobs: dict) -> Optional[runner.JobResult]:
+    """Runs the random encoder (when ``cfg.random_baseline``) and writes the run's metrics.csv with
+    the encoder jobs {name: result} and it; returns the random encoder's result (or None)."""
+    base = random_baseline(ctx, cfg, data) if cfg.random_baseline else None
+    runner.write_metrics(ctx.run_dir / "metrics.csv", {**jobs, **({"random-encoder": base} if base else {})})
+    return base
+
+
 def best_probe(final: dict) -> dict:
     """The best probe of one encoder job, per protocol (each protocol maximised separately)."""
     ps = list(final["probes"].values())

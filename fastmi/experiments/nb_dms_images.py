@@ -200,10 +200,7 @@ def table(cfg: Config, dataset: str, note: str, probes: dict, n: dict) -> str:
         lines.append(f"{label:<12}{100 * f['test_acc']:>15.2f}%{100 * f['first_n_best_acc']:>15.2f}%"
                      f"{100 * f['val_acc']:>8.2f}%{f['best_epoch']:>11}{f['argmax_ari']:>11.3f}{PAPER[key]:>25.2f}%")
     lines.append("argmax ARI: adjusted Rand index of the argmax of the 10 outputs (the DMS partition) vs the test labels.")
-    if note:
-        lines.append(note)
-    lines.append(runner.differences_text(cfg))
-    return "\n".join(lines)
+    return runner.finish_table(lines, note, cfg)
 
 
 def run(cfg: Config, ctx: runner.RunContext) -> dict:

@@ -212,10 +212,7 @@ def table(cfg: Config, summary: dict, dataset: str, note: str) -> str:
                  f"the notebook's final training loss (alpha=beta=4, MNIST, 50 epochs): {PAPER_NOTEBOOK_LOSS}.")
     lines.append("dead = first-layer unit that is never the argmax of softmax(fc1(x)) on the test set; change = "
                  "median ||w - w_init|| / ||w_init|| of the dead / live filters.")
-    if note:
-        lines.append(note)
-    lines.append(runner.differences_text(cfg))
-    return "\n".join(lines)
+    return runner.finish_table(lines, note, cfg)
 
 
 def run(cfg: Config, ctx: runner.RunContext) -> dict:

@@ -71,11 +71,7 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
         for wd in cfg.weight_decays:
             enc = T.EncoderRun.of(cfg, lr=lr, weight_decay=wd)
             runs[enc] = T.train_encoder(ctx, cfg, data, enc)
-    base = T.random_baseline(ctx, cfg, data) if cfg.random_baseline else None
-    jobs = {enc.name(): res for enc, res in runs.items()}
-    if base is not None:
-        jobs["random-encoder"] = base
-    runner.write_metrics(ctx.run_dir / "metrics.csv", jobs)
+    base = T.with_baseline(ctx, cfg, data, {enc.name(): res for enc, res in runs.items()})
     per_run = {enc.name(): {"lr": enc.lr, "weight_decay": enc.weight_decay, **res.final} for enc, res in runs.items()}
     best = {key: max(T.best_probe(r.final)[key] for r in runs.values()) for key in ("first128_best", "full_test")}
     summary = {"mim": best, "random": T.baseline_summary(base, cfg)}

@@ -78,11 +78,7 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
             for alpha, beta in pairs:
                 enc = T.EncoderRun.of(cfg, alpha=alpha, beta=beta, prior=prior, pool=pool)
                 runs[enc] = T.train_encoder(ctx, cfg, data, enc)
-    base = T.random_baseline(ctx, cfg, data) if cfg.random_baseline else None
-    jobs = {enc.name(): r for enc, r in runs.items()}
-    if base is not None:
-        jobs["random-encoder"] = base
-    runner.write_metrics(ctx.run_dir / "metrics.csv", jobs)
+    base = T.with_baseline(ctx, cfg, data, {enc.name(): r for enc, r in runs.items()})
     points = [{"prior": e.prior, "pool": e.pool, "alpha": e.alpha, "beta": e.beta, **T.best_probe(r.final),
                "best_epoch": r.final["best_epoch"]} for e, r in runs.items()]
     summary = summarize(cfg, points)

@@ -64,11 +64,7 @@ def cells(cfg) -> list:
 def run(cfg: Config, ctx: runner.RunContext) -> dict:
     data = T.load_data(cfg, ctx)
     runs = {cell: T.train_encoder(ctx, cfg, data, T.EncoderRun.of(cfg, mbs=cell[0], bs=cell[1])) for cell in cells(cfg)}
-    base = T.random_baseline(ctx, cfg, data) if cfg.random_baseline else None
-    jobs = {f"mbs{m}-bs{b}": r for (m, b), r in runs.items()}
-    if base is not None:
-        jobs["random-encoder"] = base
-    runner.write_metrics(ctx.run_dir / "metrics.csv", jobs)
+    base = T.with_baseline(ctx, cfg, data, {f"mbs{m}-bs{b}": r for (m, b), r in runs.items()})
     grid = {f"{m}x{b}": {"mbs": m, "bs": b, **T.best_probe(r.final), "best_epoch": r.final["best_epoch"],
                          "opt_steps": r.final["opt_steps"]} for (m, b), r in runs.items()}
     random = T.baseline_summary(base, cfg)

@@ -35,6 +35,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .._core.registry import BACKENDS
 from . import provenance, settings
 
 try:
@@ -296,6 +297,11 @@ def differences(cfg) -> list[str]:
     show = getattr(cfg, "paper_value", lambda name, value: repr(value))
     return [f"{f.name}={getattr(cfg, f.name)!r} (paper: {show(f.name, getattr(paper, f.name))})"
             for f in dataclasses.fields(cfg) if not f.metadata.get("runner") and not same(f)]
+
+
+def finish_table(lines: list, note: Optional[str], cfg) -> str:
+    """A results table's text: its lines, the dataset note (if any), and the settings that differ."""
+    return "\n".join([*lines, *([note] if note else []), differences_text(cfg)])
 
 
 def differences_text(cfg, extra: Optional[list] = None) -> str:

@@ -1,0 +1,1 @@
+"""Neural Bayes' finite-difference smoothness regularizer R_c: ``ops``, ``api`` / ``nn``."""

@@ -1,0 +1,1 @@
+"""Neural Bayes' softmax statistics (MIM, DMS): ``ops`` (the fused op), ``api`` / ``nn``."""
