@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from .._backend import BACKENDS
+from .._core.registry import BACKENDS
 from . import runner, settings
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -78,10 +78,10 @@ def _check_device_backend(args) -> None:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
-    from .. import _backend
+    from .._core import registry
 
     try:
-        _backend.select(args.backend, torch.empty(0, device=args.device), "--backend")
+        registry.validate(args.backend, torch.empty(0, device=args.device), "--backend")
     except (RuntimeError, ValueError) as e:
         raise ValueError(str(e).replace("--backend: backend=", "--backend ")) from None
 

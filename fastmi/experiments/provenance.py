@@ -36,11 +36,18 @@ def git_state(folder: Path = PACKAGE) -> Optional[dict]:
     return {"commit": commit, "dirty": dirty}
 
 
-def resolved_backend(requested: str, device: str) -> str:
-    """The backend ``requested`` ("auto", ...) resolves to for tensors on ``device``."""
-    from .. import _backend
+def resolved_backend(requested: str, device: str) -> dict:
+    """What ``requested`` ("auto", ...) resolves to for tensors on ``device``, per kernel family."""
+    from .._core import registry
 
-    return _backend.select(requested, torch.empty(0, device=device), "fastmi run")
+    t = torch.empty(0, device=device)
+    out = {}
+    for name, fam in registry.families().items():
+        try:
+            out[name] = fam.select(requested, t, "fastmi run")[0]
+        except (RuntimeError, ValueError):
+            out[name] = "not available"
+    return out
 
 
 def collect(requested_backend: str, device: str) -> dict:
@@ -56,7 +63,9 @@ def collect(requested_backend: str, device: str) -> dict:
         "git": git_state(),
         "device": device,
         "threads": torch.get_num_threads(),
-        "backend": {"requested": requested_backend, "resolved": resolved_backend(requested_backend, device)},
+        "backend": {"requested": requested_backend,
+                    "resolved": (families := resolved_backend(requested_backend, device)).get("critic_lse"),
+                    "per_family": families},
         "kernels": ext["how"] if ext["module"] is not None else f"none ({ext['error']})",
         "cpu_isa": ext["isa"],
         "machine": platform.machine(),

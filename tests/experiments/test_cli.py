@@ -15,7 +15,7 @@ import pytest
 
 from experiments._experiment_helpers import one_thread, run_tiny  # noqa: F401 (autouse fixture)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # a remine_onehot run of a few seconds
 SMALL = ["--quick", "--set", "steps=20", "--set", "batches=8,4", "--set", "sweep_targets=0", "--set",
          "drift_window=5", "--set", "ckpt_every=5", "--no-progress"]
