@@ -5,6 +5,7 @@ A mistake on the command line is one line on stderr and exit status 2; Ctrl-C is
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -61,6 +62,9 @@ def main(argv=None) -> int:
         # fastmi run handles its own (with the --resume command); this is the demo or info
         print(f"\nfastmi {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output went away (fastmi info | head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
 
 
 if __name__ == "__main__":

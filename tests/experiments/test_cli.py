@@ -178,3 +178,26 @@ def test_datasets_decided_and_read_are_recorded(tmp_path):
     assert config["data"] == [{"dataset": "fashion-mnist", "path": str(data.resolve()), "how": "idx files in --data-dir"}]
     assert {(r["dataset"], r["split"], r["path"]) for r in results["data_read"]} == {
         ("fashion-mnist", "train", str(data.resolve())), ("fashion-mnist", "test", str(data.resolve()))}
+
+
+def test_info_into_a_closed_pipe_is_quiet(tmp_path, monkeypatch):
+    """`fastmi info | head -1`: the reader left, so writing raises BrokenPipeError: exit status 0,
+    no traceback (in process: a real pipe would take the whole output before the reader closes)."""
+    from fastmi import cli
+
+    class ClosedPipe:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return self.f.fileno()
+
+    with open(tmp_path / "stdout", "w") as f:
+        monkeypatch.setattr(sys, "stdout", ClosedPipe(f))
+        assert cli.main(["info"]) == 0
