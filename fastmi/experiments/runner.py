@@ -36,7 +36,7 @@ from typing import Callable, Optional
 import torch
 
 from .._core.registry import BACKENDS
-from . import provenance, settings
+from . import claims, provenance, settings
 
 try:
     from tqdm.auto import tqdm
@@ -419,6 +419,9 @@ def run_experiment(module, cfg, ctx: RunContext) -> dict:
                "seconds": {"total_this_session": time.perf_counter() - t0, "jobs": dict(ctx.seconds)},
                "data_read": data_log.reads(), "provenance": prov}
     (run_dir / "results.json").write_text(json.dumps(_jsonable(results), indent=2) + "\n")
+    claim_lines = claims.lines(results)
+    if claim_lines:
+        table = "\n".join([table, ""] + claim_lines) if table else "\n".join(claim_lines)
     if table:
         (run_dir / "table.txt").write_text(table + "\n")
         print(table)
