@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .cifar_stl import CIFAR_FILES, CIFAR_FOLDERS, STL10_FOLDER
 from .errors import DatasetNotFoundError
-from .idx import find_idx_folder
+from .idx import find_idx_folder, folder_identity
 
 _READS: list[dict] = []
 
@@ -50,10 +50,12 @@ def locate(name: str, data_dir=None, download: bool = False, splits=("train", "t
         found = locate(chosen, data_dir, download, splits)
         return {**found, "how": f"auto: {note or 'MNIST idx files found'}; {found['how']}"}
     if name in ("mnist", "fashion-mnist"):
-        folder = find_idx_folder(name, data_dir).resolve()
-        given = data_dir is not None and Path(data_dir).resolve() in (folder, folder.parent)
+        found = find_idx_folder(name, data_dir)
+        folder = found.resolve()
+        given = data_dir is not None and Path(data_dir).resolve() in (folder, *folder.parents)
         how = "idx files in --data-dir" if given else "idx files in a system package's folder"
-        return {"dataset": name, "path": str(folder), "how": how}
+        return {"dataset": name, "path": str(folder), "how": f"{how}; identified as {name} by the "
+                f"{folder_identity(found)[1]}"}
     if name not in CIFAR_FOLDERS and name != "stl10":
         raise ValueError(f"unknown dataset {name!r}")
     sub = CIFAR_FOLDERS.get(name, STL10_FOLDER)
