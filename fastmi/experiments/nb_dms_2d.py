@@ -220,6 +220,8 @@ def plot(path, cfg: Config, ctx: runner.RunContext, runs: dict) -> None:
         ax.set_title(f"{name} (K={k}{chosen}): ARI {res.final['ari']:.3f}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+        plotting.labels(ax, "x_1 (the plane, data units)", "x_2 (the plane, data units)")
+        ax.grid(False)
     fig.suptitle("Neural Bayes-DMS on 512-D embeddings, projected back to 2-D")
     plotting.save(fig, path)
     del plt

@@ -183,9 +183,8 @@ def plot(path, dms: runner.JobResult) -> None:
     fig, axes = plotting.grid(2, 2, size=(4.5, 3.2))
     steps = [r["step"] for r in dms.rows]
     for ax, key, title in ((axes[0], "dms", "DMS loss (code scale)"), (axes[1], "rc", "R_c")):
-        ax.plot(steps, plotting.column(dms.rows, key), lw=0.8)
-        ax.set_xlabel("step")
-        ax.set_title(title)
+        plotting.curve(ax, steps, plotting.column(dms.rows, key), lw=0.8)
+        plotting.labels(ax, "training step", f"{title} (nats)", title)
     plotting.save(fig, path)
 
 

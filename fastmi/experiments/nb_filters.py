@@ -193,6 +193,8 @@ def plot(path, cfg: Config, runs: dict, dataset: str) -> None:
         ax.set_title(f"alpha={alpha:g}, beta={beta:g}: dead {100 * res.final['dead']:.0f}%", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
+        plotting.labels(ax, "filters, 28 x 28 pixels each (grey: weight, scale 0.5 x min..max)", "filters")
+        ax.grid(False)
     fig.suptitle(f"First-layer filters, Neural Bayes-MIM ({cfg.prior}), {dataset}")
     plotting.save(fig, path)
     del plt

@@ -119,10 +119,10 @@ def _plot(path, cfg: Config, grid: dict, random) -> None:
                         fontsize=7, color="k")
         ax.set_xticks(range(len(xs)), xs, fontsize=7)
         ax.set_yticks(range(len(ys)), ys, fontsize=7)
-        ax.set_xlabel("BS")
-        ax.set_ylabel("MBS")
+        plotting.labels(ax, "BS (batch size)", "MBS (mini-batch size)")
         ax.set_title(f"{title}" + (f"\n({cfg.dataset})" if "ours" in title else ""), fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="probe test accuracy (%)")
+        ax.grid(False)
     if random:
         axes[0].text(0.0, -0.32, f"random encoder: {T.pct(random['first128_best']['best'])}%", transform=axes[0].transAxes,
                      fontsize=7)

@@ -138,17 +138,17 @@ def figures(run_dir, cfg: Config, plan_: dict, rows: dict) -> None:
             curves.setdefault((spec.objective, spec.sigma), []).append((spec.beta, job))
     label = lambda o, s: f"{o.upper()} sigma={s:g}"  # noqa: E731
     fig, axes = plotting.grid(4, 2, size=(5.0, 3.6))
-    for ax, key, title in ((axes[0], "test_error", "Fig 4a: test error (%) vs beta"),
-                           (axes[2], "ari", "Fig 3a: k-means ARI vs beta"),
-                           (axes[3], "hoyer", "Fig 3b: Hoyer vs beta")):
+    for ax, key, title, ylabel in ((axes[0], "test_error", "Fig 4a: test error (%) vs beta", "test error (%)"),
+                                   (axes[2], "ari", "Fig 3a: k-means ARI vs beta", "adjusted Rand index"),
+                                   (axes[3], "hoyer", "Fig 3b: Hoyer vs beta", "normalised Hoyer sparsity")):
         _vim.plot_vs(ax, {label(o, s): [(b, rows[j][key]) for b, j in pts] for (o, s), pts in curves.items()},
-                     "beta", key)
+                     "beta (log scale)", ylabel)
         ax.set_title(title, fontsize=9)
     by_sigma = {}
     for job, spec in plan_.items():
         if spec.objective != "baseline" and spec.beta == cfg.fig4b_beta:
             by_sigma.setdefault(spec.objective.upper(), []).append((spec.sigma, rows[job]["test_error"]))
-    _vim.plot_vs(axes[1], by_sigma, "sigma", "test_error", logx=False)
+    _vim.plot_vs(axes[1], by_sigma, "sigma of the prior", "test error (%)", logx=False)
     if "baseline" in rows:
         for ax in (axes[0], axes[1]):
             ax.axhline(rows["baseline"]["test_error"], ls="--", c="k", lw=0.8, label="baseline")
