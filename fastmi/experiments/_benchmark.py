@@ -238,7 +238,8 @@ def run(bench: str, cfg, ctx: runner.RunContext) -> dict:
     _plot(ctx.run_dir / f"{bench}_mi_accuracy.png", cfg, bench, summary)
     return {"dataset": cfg.dataset, "batch": resolved(cfg, bench)[0], "epochs": resolved(cfg, bench)[1],
             "summary": summary, "table": table(cfg, bench, summary),
-            "claims": _claims_remine.benchmark(bench, cfg, summary, NUM_CLASSES[cfg.dataset])}
+            "claims": _claims_remine.benchmark(bench, cfg, summary, NUM_CLASSES[cfg.dataset],
+                                               bool(runner.differences(cfg)))}
 
 
 def _plot(path, cfg, bench, summary):

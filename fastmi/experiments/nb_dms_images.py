@@ -24,7 +24,7 @@ import torch
 
 from ..data import load_idx_dataset
 from ..models import DMSCNN
-from . import plotting, runner
+from . import _claims_nb, plotting, runner
 from . import settings as checks
 from ._nb_dms import RC_BN_MODES, dms_step, predict
 from .nb_filters import dataset_names, resolve_dataset  # noqa: F401 (dataset_names: the runner's hook)
@@ -227,7 +227,8 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     results = {k: {**p.final, "argmax_ari": aris[k]} for k, p in probes.items()}
     return {"dataset": dataset, "n_train": int(tr.numel()), "n_val": int(va.numel()), "probes": results,
             "final_dms": dms.rows[-1]["dms"] if dms.rows else None,
-            "table": table(cfg, dataset, note, results, {"train": int(tr.numel()), "val": int(va.numel())})}
+            "table": table(cfg, dataset, note, results, {"train": int(tr.numel()), "val": int(va.numel())}),
+            "claims": _claims_nb.dms_images(cfg, results, bool(runner.differences(cfg)))}
 
 
 if __name__ == "__main__":

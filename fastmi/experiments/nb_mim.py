@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from . import _nb_mim_train as T
+from . import _claims_nb, _nb_mim_train as T
 from . import runner
 from . import settings as checks
 
@@ -77,7 +77,8 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     summary = {"mim": best, "random": T.baseline_summary(base, cfg)}
     _plot(ctx.run_dir / "nb_mim.png", cfg, runs, summary)
     return {"dataset": cfg.dataset, "summary": summary, "runs": per_run,
-            "random_grid": base.rows if base is not None else None, "table": table(cfg, data, runs, summary)}
+            "random_grid": base.rows if base is not None else None, "table": table(cfg, data, runs, summary),
+            "claims": _claims_nb.mim(cfg, summary, bool(runner.differences(cfg)))}
 
 
 def table(cfg: Config, data, runs: dict, summary: dict) -> str:

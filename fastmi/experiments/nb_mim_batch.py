@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from . import _nb_mim_train as T
+from . import _claims_nb, _nb_mim_train as T
 from . import runner
 from . import settings as checks
 
@@ -69,7 +69,8 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
                          "opt_steps": r.final["opt_steps"]} for (m, b), r in runs.items()}
     random = T.baseline_summary(base, cfg)
     _plot(ctx.run_dir / "nb_mim_batch.png", cfg, grid, random)
-    return {"dataset": cfg.dataset, "grid": grid, "random": random, "table": table(cfg, data, grid, random)}
+    return {"dataset": cfg.dataset, "grid": grid, "random": random, "table": table(cfg, data, grid, random),
+            "claims": _claims_nb.mim_batch(cfg, grid, bool(runner.differences(cfg)))}
 
 
 def table(cfg: Config, data, grid: dict, random) -> str:

@@ -243,7 +243,7 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     sweep = {c: summarize(cfg, r) for c, r in sweep_runs.items()}
     return {"true_mi": onehot_mi(cfg.n_classes), "runs": summary,
             "target_sweep": {f"{c:g}": s for c, s in sweep.items()}, "table": table(cfg, summary, sweep),
-            "claims": _claims_remine.onehot(cfg, summary, sweep, ctx.quick)}
+            "claims": _claims_remine.onehot(cfg, summary, sweep, bool(runner.differences(cfg)))}
 
 
 if __name__ == "__main__":

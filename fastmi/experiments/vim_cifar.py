@@ -20,7 +20,7 @@ import torch
 
 from ..data import NUM_CLASSES, load_images, prepare_batch
 from ..models.vim import ConvEncoder, StochasticClassifier
-from . import _vim, plotting, runner
+from . import _claims_vim, _vim, plotting, runner
 from . import settings as checks
 
 NAME = "vim_cifar"
@@ -174,7 +174,8 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     runner.write_metrics(ctx.run_dir / "metrics.csv", results)
     rows = {job: _vim.results_row(r) for job, r in results.items()}
     figures(ctx.run_dir, cfg, plan_, rows)
-    return {"dataset": cfg.dataset, "models": rows, "table": table(cfg, plan_, rows)}
+    return {"dataset": cfg.dataset, "models": rows, "table": table(cfg, plan_, rows),
+            "claims": _claims_vim.cifar(plan_, rows, bool(runner.differences(cfg)))}
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 
 from ..data import load_images, mnist_or_fashion
 from ..models.vim import MLPEncoder, StochasticClassifier
-from . import _vim, plotting, runner
+from . import _claims_vim, _vim, plotting, runner
 from . import settings as checks
 
 NAME = "vim_mnist"
@@ -299,7 +299,8 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
                if cfg.attack_n > 0 and "foolbox" in ctx.unavailable else "")
     return {"dataset": dataset, "note": note, "models": rows,
             "roles": {job: role for job, (_, _, _, role) in plan_.items()},
-            "table": table(cfg, dataset, note, rows, plan_, skipped)}
+            "table": table(cfg, dataset, note, rows, plan_, skipped),
+            "claims": _claims_vim.mnist(plan_, rows, bool(runner.differences(cfg)))}
 
 
 if __name__ == "__main__":
