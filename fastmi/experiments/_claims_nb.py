@@ -32,6 +32,12 @@ def _pct(v):
     return "-" if v is None or not math.isfinite(v) else f"{100 * v:.2f}"
 
 
+def _preset(held: bool, scaled: bool, command: str):
+    """``shown_by`` of a claim: None when it held or the run was at the paper's settings, else the
+    preset that shows it ("(... ; not measured)": its time was not measured)."""
+    return None if held or not scaled else command[:-1] + f"; {NOT_MEASURED})"
+
+
 def _done(items) -> list:
     return [c.as_dict() for c in items]
 
@@ -54,7 +60,7 @@ def filters(cfg, summary: dict, scaled: bool) -> list:
     text = ", ".join(f"alpha={a:g} beta={b:g}: {100 * s['dead']:.1f}%" for (a, b), s in summary.items())
     return _done([claim("without the entropy term (alpha = 0) most first-layer units die; with it few do (Figs 3-4)",
                         f"dead units {text} (held: > 50% at alpha = 0, < 50% otherwise)", held,
-                        None if held or not scaled else f"fastmi run nb_filters (the paper's settings; {NOT_MEASURED})")])
+                        _preset(held, scaled, "fastmi run nb_filters (the paper's settings)"))])
 
 
 def dms_images(cfg, probes: dict, scaled: bool) -> list:
@@ -65,7 +71,7 @@ def dms_images(cfg, probes: dict, scaled: bool) -> list:
                         "99.22% vs 42.97%)",
                         f"full test set: DMS-CNN {_pct(d)}%, random CNN {_pct(r)}%, gap {gap:.1f} points "
                         "(held: >= 5)", held,
-                        None if held or not scaled else f"fastmi run nb_dms_images (the paper's settings; {NOT_MEASURED})")])
+                        _preset(held, scaled, "fastmi run nb_dms_images (the paper's settings)"))])
 
 
 def mim(cfg, summary: dict, scaled: bool) -> list:
@@ -79,8 +85,8 @@ def mim(cfg, summary: dict, scaled: bool) -> list:
                         "vs 67.97%)",
                         f"first 128 test images, best epoch: MIM {_pct(m)}%, random (best of its probe grid) "
                         f"{_pct(r)}%, gap {gap:.1f} points (held: >= 5)", held,
-                        None if held or not scaled else f"fastmi run nb_mim --data-dir DIR (CIFAR-10, the paper's settings: a GPU; "
-                                          f"{NOT_MEASURED})")])
+                        _preset(held, scaled, "fastmi run nb_mim --data-dir DIR (CIFAR-10, the paper's settings: a "
+                                              "GPU)"))])
 
 
 def mim_batch(cfg, grid: dict, scaled: bool) -> list:
@@ -97,8 +103,8 @@ def mim_batch(cfg, grid: dict, scaled: bool) -> list:
                         "full test set, largest minus smallest MBS: " + ", ".join(
                             f"BS {b}: MBS {lo} -> {hi} {d:+.1f} points" for b, lo, hi, d in diffs)
                         + " (held: each >= +1)", held,
-                        None if held or not scaled else f"fastmi run nb_mim_batch --data-dir DIR (CIFAR-10, the paper's settings: "
-                                          f"a GPU; {NOT_MEASURED})")])
+                        _preset(held, scaled, "fastmi run nb_mim_batch --data-dir DIR (CIFAR-10, the paper's "
+                                              "settings: a GPU)"))])
 
 
 def mim_ablation(cfg, summary: dict, scaled: bool) -> list:
@@ -118,6 +124,7 @@ def mim_ablation(cfg, summary: dict, scaled: bool) -> list:
         held = all(100 * (v2 - v1) >= 1 for _, v1, v2 in pairs)
         out.append(claim("the v2 prior beats v1 (Fig 6)",
                          "mean full-test accuracy v1 -> v2: " + ", ".join(
-                             f"pool {p}: {_pct(v1)} -> {_pct(v2)}%" for p, v1, v2 in pairs) + " (held: each >= +1 point)",
+                             f"pool {p}: {_pct(v1)} -> {_pct(v2)}%" for p, v1, v2 in pairs)
+                         + " (held: each >= +1 point)",
                          held, None if held or not scaled else shown))
     return _done(out)
