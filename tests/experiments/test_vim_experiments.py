@@ -73,6 +73,16 @@ def test_vim_cifar_tiny_run_on_fake_cifar(tmp_path):
     assert "widths=(4, 4, 4, 4) (paper: (128, 256, 512, 1024))" in (tmp_path / "run" / "table.txt").read_text()
 
 
+def test_vim_cifar_quick_runs_on_fashion_mnist(tmp_path):
+    """--quick reads Fashion-MNIST (what `fastmi data` can get without a network), 28 x 28 grey images
+    resized to the encoder's 32 x 32 x 3; the table and figure name it."""
+    assert runner.make_config(vim_cifar, True, []).dataset == "fashion-mnist"
+    data = write_fake_dataset("fashion-mnist", tmp_path / "data", n_train=40, n_test=20)
+    res = run_tiny("vim_cifar", tmp_path / "run", data_dir=data, config={"dataset": "fashion-mnist"})
+    assert res["dataset"] == "fashion-mnist" and all(0 <= r["test_error"] <= 100 for r in res["models"].values())
+    assert "on fashion-mnist" in (tmp_path / "run" / "table.txt").read_text()
+
+
 def test_configs_reject_bad_settings():
     with pytest.raises(ValueError, match="dataset"):
         runner.make_config(vim_mnist, False, ["dataset=cifar10"])
