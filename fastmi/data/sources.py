@@ -61,7 +61,7 @@ def locate(name: str, data_dir=None, download: bool = False, splits=("train", "t
     sub = CIFAR_FOLDERS.get(name, STL10_FOLDER)
     if data_dir is None:
         raise DatasetNotFoundError(f"{name}: give --data-dir DIR (the folder holding {sub}/), or add --download "
-                                   "to fetch it there")
+                                   f"to fetch it there (or first: fastmi data {name} --data-dir DIR)")
     root = Path(data_dir).resolve()
     if download:
         return {"dataset": name, "path": str(root / sub), "how": "--download: torchvision fetches it if absent"}
@@ -69,5 +69,6 @@ def locate(name: str, data_dir=None, download: bool = False, splits=("train", "t
     if missing:
         raise DatasetNotFoundError(f"{name}: {len(missing)} file(s) not found, e.g. {missing[0]}. Put the dataset's "
                                    f"files in {root / sub} (as distributed by its authors or downloaded by "
-                                   "torchvision), or add --download (needs torchvision)")
+                                   f"torchvision), or add --download (needs torchvision), or run: fastmi data {name} "
+                                   f"--data-dir {data_dir}")
     return {"dataset": name, "path": str(root / sub), "how": "files in --data-dir"}
