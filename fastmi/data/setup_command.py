@@ -116,7 +116,8 @@ def get(name: str, data_dir: Path) -> tuple[bool, str]:
             continue
         ok, where = status(name, data_dir)
         if ok:
-            return True, f"{name}: got it ({label}): {where}"
+            hint = f"; give fastmi run --data-dir {data_dir}" if label != "Debian package" else ""
+            return True, f"{name}: got it ({label}): {where}{hint}"
         tried.append(f"{label}: ran, but the files are still not found ({where})")
     return False, (f"{name}: cannot get it here ({'; '.join(tried)}); "
                    f"{BY_HAND[name].format(dir=data_dir)}, then pass --data-dir {data_dir}")

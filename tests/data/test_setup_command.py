@@ -124,7 +124,8 @@ def test_a_torchvision_download_lands_where_the_experiments_look(no_system_data,
     tv = types.SimpleNamespace(datasets=types.SimpleNamespace(MNIST=FakeMNIST))
     monkeypatch.setattr(setup_command, "_torchvision", lambda: tv)
     assert setup_command.main(["mnist", "--data-dir", str(tmp_path / "data")]) == 0
-    assert "mnist: got it (torchvision download)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mnist: got it (torchvision download)" in out and f"fastmi run --data-dir {tmp_path / 'data'}" in out
 
 
 def test_command_line_mistakes_are_one_line_and_exit_2(tmp_path):
