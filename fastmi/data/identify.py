@@ -84,8 +84,9 @@ def identify(images_path, other_files=()) -> tuple[str, str]:
         else:
             m = mean_pixel(path)
             name = "mnist" if m < THRESHOLD else "fashion-mnist"
-            _CACHE[key] = (name, f"no known MD5; mean pixel {m:.3f} of {path.name} (MNIST {MEAN_PIXEL['mnist']}, "
-                                 f"Fashion-MNIST {MEAN_PIXEL['fashion-mnist']}; below {THRESHOLD} reads as MNIST)")
+            _CACHE[key] = (name, f"mean pixel {m:.3f} of {path.name} (MNIST {MEAN_PIXEL['mnist']}, "
+                                 f"Fashion-MNIST {MEAN_PIXEL['fashion-mnist']}; below {THRESHOLD} reads as MNIST; "
+                                 "no known MD5)")
     return _CACHE[key]
 
 

@@ -54,7 +54,7 @@ def locate(name: str, data_dir=None, download: bool = False, splits=("train", "t
         folder = found.resolve()
         given = data_dir is not None and Path(data_dir).resolve() in (folder, *folder.parents)
         how = "idx files in --data-dir" if given else "idx files in a system package's folder"
-        return {"dataset": name, "path": str(folder), "how": f"{how}; identified as {name} by the "
+        return {"dataset": name, "path": str(folder), "how": f"{how}; identified as {name} from the "
                 f"{folder_identity(found)[1]}"}
     if name not in CIFAR_FOLDERS and name != "stl10":
         raise ValueError(f"unknown dataset {name!r}")

@@ -188,7 +188,9 @@ def test_datasets_decided_and_read_are_recorded(tmp_path):
     data = make_idx_folder(tmp_path / "data")
     results = run_tiny("nb_filters", tmp_path / "run", data_dir=data)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["data"] == [{"dataset": "fashion-mnist", "path": str(data.resolve()), "how": "idx files in --data-dir"}]
+    (found,) = config["data"]
+    assert found["dataset"] == "fashion-mnist" and found["path"] == str(data.resolve())
+    assert found["how"].startswith("idx files in --data-dir; identified as fashion-mnist from the mean pixel 0.49")
     assert {(r["dataset"], r["split"], r["path"]) for r in results["data_read"]} == {
         ("fashion-mnist", "train", str(data.resolve())), ("fashion-mnist", "test", str(data.resolve()))}
 
