@@ -244,7 +244,8 @@ def run(bench: str, cfg, ctx: runner.RunContext) -> dict:
 
 def _plot(path, cfg, bench, summary):
     """MI estimate and test accuracy per estimator, original vs regularized, the paper's values as black
-    dashes; a run without a finite estimate (or beyond +-1e4) is the shared diverged marker, not a bar."""
+    dashes (its MI of 0 = diverged as a black x at the top); a run of ours without a finite estimate (or
+    beyond +-1e4) is the shared diverged marker (red x), not a bar; symlog when a value passes 50."""
     from . import plotting
 
     fig, axes = plotting.grid(2, 2, size=(5.5, 3.4))
@@ -257,8 +258,21 @@ def _plot(path, cfg, bench, summary):
         for k, (part, off) in enumerate((("original", -0.2), ("regularized", 0.2))):
             vals = [summary[e][part][key] for e in ests]
             plotting.bars(ax, xs + off, vals, 0.4, label=f"ours, {part}", color=f"C{k}")
-            ax.scatter(xs + off, [paper[e][pidx + k] for e in ests], c="k", marker="_", s=200,
-                       label="paper (CIFAR)" if k == 0 else None, zorder=3)
+            pv = [paper[e][pidx + k] for e in ests]
+            # the paper's MI of 0.0 means "diverged": its own mark (black x at the top), not a value at 0
+            gone = [key == "mi" and v == 0.0 for v in pv]
+            ax.scatter([x for x, g in zip(xs + off, gone) if not g], [v for v, g in zip(pv, gone) if not g], c="k",
+                       marker="_", s=200, label="paper (CIFAR)" if k == 0 else None, zorder=3)
+            if any(gone):
+                ax.scatter([x for x, g in zip(xs + off, gone) if g], [1.0] * sum(gone), c="k", marker="x", s=30,
+                           transform=ax.get_xaxis_transform(), clip_on=False, zorder=5,
+                           label="paper: diverged (its 0)" if "paper: diverged (its 0)" not in
+                           ax.get_legend_handles_labels()[1] else None)
+        real = [abs(summary[e][p][key]) for e in ests for p in ("original", "regularized")
+                if not plotting.is_diverged(summary[e][p][key])]
+        if real and max(real) > 50:   # one run far off would flatten the rest: symlog keeps every value readable
+            ax.set_yscale("symlog", linthresh=1.0)
+            ylabel += ", symlog scale"
         ax.set_xticks(xs, ests)
         plotting.labels(ax, "estimator", ylabel, f"{bench.upper()} {cfg.dataset}: {title}")
         ax.legend()

@@ -73,3 +73,8 @@ def test_the_clb_panel_keeps_diverged_runs_apart_from_real_values(tmp_path, monk
     assert lo <= -8090.0                                # a real value far below -1 is drawn where it is
     assert len(_markers(mi_ax)) == 2                    # NaN and -2e4 (beyond 1e4): the marker, not a bar
     assert min(p.get_height() for p in mi_ax.patches) == pytest.approx(-8090.0)
+    assert mi_ax.get_yscale() == "symlog"               # -8090 and -57 both readable
+    # the paper's own "0 = diverged" (NWJ, SMILE original on CIFAR-10) is a mark too, not a dash at 0
+    assert "paper: diverged (its 0)" in mi_ax.get_legend_handles_labels()[1]
+    dashes = [tuple(p) for c in mi_ax.collections if c.get_label() == "paper (CIFAR)" for p in c.get_offsets()]
+    assert dashes and all(y != 0.0 for _, y in dashes)
