@@ -54,6 +54,13 @@ def locate(name: str, data_dir=None, download: bool = False, splits=("train", "t
         given = data_dir is not None and Path(data_dir).resolve() in (folder, folder.parent)
         how = "idx files in --data-dir" if given else "idx files in a system package's folder"
         return {"dataset": name, "path": str(folder), "how": how}
+    if name == "imagenet":
+        from .imagefolder import find_image_folder
+
+        if download:
+            raise DatasetNotFoundError("imagenet: --download is not supported; put its class folders in --data-dir")
+        return {"dataset": name, "path": str(find_image_folder(data_dir).resolve()),
+                "how": "class folders of image files in --data-dir"}
     if name not in CIFAR_FOLDERS and name != "stl10":
         raise ValueError(f"unknown dataset {name!r}")
     sub = CIFAR_FOLDERS.get(name, STL10_FOLDER)

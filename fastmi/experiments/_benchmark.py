@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import functional as F
+from .._core.result import MIResult
 from ..data import NUM_CLASSES, load_images, prepare_batch
 from ..models.resnet import resnet18
 from . import _benchmark_lambda, runner
@@ -102,10 +103,18 @@ def loss_of(bench: str, est: str, lam: float, cfg):
         fn = F.nwj if est == "nwj" else F.tuba
         clip = {"clip": cfg.renwj_clip} if lam else {}
         return lambda s, p, b: fn(s, positives=p, backend=b, **clip, **reg)
+    if est == "ce":   # the plain cross-entropy classifier (App C's SLB row); its "MI" is log C - CE
+        return lambda s, p, b: _ce_result(s, p)
     if est == "js":
         reg = {"reg_weight": lam, "reg_target": cfg.js_reg_target} if lam else {}
         return lambda s, p, b: F.js(s, positives=p, backend=b, **reg)
     raise ValueError(f"unknown estimator {est!r}")
+
+
+def _ce_result(logits, labels) -> MIResult:
+    """Cross-entropy training of the SLB classifier; the reported value is log C - CE (detached)."""
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    return MIResult(ce, (math.log(logits.shape[1]) - ce).detach())
 
 
 def _features(net, images, cfg, device):
@@ -119,13 +128,13 @@ def _features(net, images, cfg, device):
 
 
 def train_one(ctx: runner.RunContext, cfg, bench: str, est: str, lam: float, seed: int, data,
-              after=None) -> runner.JobResult:
+              after=None, job_prefix: str = "") -> runner.JobResult:
     """Train one ResNet-18 with one estimator; one metrics row per epoch; test accuracy at the end
     (and ``after(net)``'s dict, computed on the trained network in eval mode, when given)."""
     train, test = data
     n_classes = NUM_CLASSES[cfg.dataset]
     batch, epochs = resolved(cfg, bench)
-    job = f"{est}-lam{lam:g}-seed{seed}"
+    job = f"{job_prefix}{est}-lam{lam:g}-seed{seed}"
     torch.manual_seed(ctx.job_seed(job))
     net = resnet18(n_classes if bench == "slb" else None).to(ctx.device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)

@@ -22,6 +22,7 @@ TINY = {
                    "batch": 10, "seeds": 1, "reg_weights": (0.1,), "eval_batch": 16},
     "remine_ood": {"dataset": "fashion-mnist", "image_size": 16, "n_train": 30, "n_test": 12, "epochs": 1,
                    "batch": 10, "eval_batch": 16, "ood": "digits", "n_ood": 25, "n_eval_train": 20},
+    "remine_imagenet": {"image_size": 16, "epochs": 1, "batch": 4, "reg_weights": (0.1,), "eval_batch": 8},
     "nb_dms_2d": {"dim": 16, "hidden": (16, 16), "spirals_n": 60, "circles_n": 40, "moons_n": 40, "blobs_n": 40,
                   "spirals_epochs": 3, "circles_epochs": 3, "moons_epochs": 3, "blobs_epochs": 3, "grid": 12},
     "nb_filters": {"dataset": "fashion-mnist", "n_train": 40, "n_test": 20, "batch": 20, "epochs": 2,
@@ -49,7 +50,7 @@ TINY = {
 }
 
 # experiments that read a dataset: the fake one their tiny run gets (fastmi.data.write_fake_dataset)
-TINY_DATA = {"vim_mnist": "fashion-mnist", "vim_cifar": "cifar10"}
+TINY_DATA = {"vim_mnist": "fashion-mnist", "vim_cifar": "cifar10", "remine_imagenet": "imagenet"}
 
 
 def tiny_config(name: str, **over):
