@@ -44,6 +44,11 @@ class Config(_benchmark.BenchConfig):
     reg_weights: tuple = (0.1, 0.01, 0.001)
     seeds: int = 1                     # INFERRED: Table 3 gives no intervals
 
+    def paper_value(self, name: str, value) -> str:
+        if name in ("batch", "epochs"):
+            return f"{value!r}, INFERRED: the paper's value was lost"
+        return super().paper_value(name, value)
+
     def validate(self):
         super().validate()
         checks.items(self, "benchmarks", lambda b: b in ("slb", "clb"), "'slb' / 'clb'")
