@@ -26,7 +26,7 @@ def plot(path, cfg, bench: str, summary: dict) -> None:
     fig, axes = plotting.grid(2, 2, size=(5.0, 3.6))
     colors = plotting.pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, key, label in ((axes[0], "mi", "MI estimate (nats, last epoch)"), (axes[1], "acc", "test accuracy")):
-        bad = []
+        bad, bad_orig = [], []
         for i, (est, s) in enumerate(summary.items()):
             c = colors[i % len(colors)]
             vals = np.array([s["all"][f"{lam:g}"][key] for lam in lams], dtype=np.float64)
@@ -38,11 +38,15 @@ def plot(path, cfg, bench: str, summary: dict) -> None:
             orig = s["all"]["0"][key]
             if math.isfinite(orig):
                 ax.axhline(orig, color=c, ls="--", lw=0.8, alpha=0.7)
-        if bad:
-            low = ax.get_ylim()[0]
-            for k, (lam, c) in enumerate(bad):
-                ax.scatter([lam], [low], marker="x", color=c, s=40, zorder=3,
-                           label="no finite estimate" if k == 0 else None)
+            else:
+                bad_orig.append(c)
+        low = ax.get_ylim()[0]
+        for k, (lam, c) in enumerate(bad):
+            ax.scatter([lam], [low], marker="x", color=c, s=40, zorder=3,
+                       label="no finite estimate" if k == 0 else None)
+        for k, c in enumerate(bad_orig):   # the original's level is missing: a square at the left edge
+            ax.scatter([min(lams)], [low], marker="s", facecolors="none", edgecolors=c, s=60, zorder=3,
+                       label="original: no finite estimate" if k == 0 else None)
         ax.set_xscale("log")
         ax.set_xlabel("regularization strength lambda")
         ax.set_ylabel(label)
