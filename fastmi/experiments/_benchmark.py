@@ -254,7 +254,8 @@ def run(bench: str, cfg, ctx: runner.RunContext) -> dict:
     summary = summarize(cfg, bench, results)
     _plot(ctx.run_dir / f"{bench}_mi_accuracy.png", cfg, bench, summary)
     _benchmark_lambda.plot(ctx.run_dir / f"{bench}_lambda_sweep.png", cfg, bench, summary)   # Figure 6
-    paper_scale = not (cfg.batch or cfg.epochs or cfg.n_train or cfg.n_test) and cfg.image_size == 224 and cfg.seeds >= 5
+    paper_scale = (not (cfg.batch or cfg.epochs or cfg.n_train or cfg.n_test) and cfg.image_size == 224
+                   and cfg.seeds >= 5)
     return {"claims": _benchmark_lambda.claim(cfg, bench, summary, paper_scale),
             "dataset": cfg.dataset, "batch": resolved(cfg, bench)[0], "epochs": resolved(cfg, bench)[1],
             "summary": summary, "table": table(cfg, bench, summary)}

@@ -116,8 +116,8 @@ def table(cfg: Config, data, summary: dict) -> str:
                          f"{100 * s['start']:>9.2f} ± {100 * s['start_std']:<4.1f}"
                          f"{100 * s['final']:>9.2f} ± {100 * s['final_std']:<4.1f}{s['epochs_to_95']:>15}")
     lines.append(f"paper (CIFAR-10): MIM starts at ~{PAPER['mim_start']:.0f}% on average, the random encoder at "
-                 f"~{PAPER['random_start']:.0f}%; MIM converges faster. 'epochs to 95%': first epoch whose mean reaches "
-                 "95% of the last epoch's mean.")
+                 f"~{PAPER['random_start']:.0f}%; MIM converges faster. 'epochs to 95%': first epoch whose mean "
+                 "reaches 95% of the last epoch's mean.")
     extra = T.data_note(cfg, data) + [f"encoder channels {T.mim_channels_text(cfg.width)}"] * (cfg.width != 1.0)
     lines.append(runner.differences_text(cfg, extra))
     return "\n".join(lines)

@@ -132,7 +132,8 @@ class Config:
 
 
 # ema_decay 0.99: with 0.999 the average of a few hundred steps still weighs the initial weights (0.999^300 = 0.74)
-QUICK = {"models": ("baseline", "vib:1e-3", "vib:1e-4", "vim:1e-3"), "n_train": 10000, "epochs": 3, "ema_decay": 0.99, "sweep_betas": (1e-4, 1e-2), "sweep_epochs": 2,
+QUICK = {"models": ("baseline", "vib:1e-3", "vib:1e-4", "vim:1e-3"),   # the four Table 1-3 models of VIM/VIB
+         "n_train": 10000, "epochs": 3, "ema_decay": 0.99, "sweep_betas": (1e-4, 1e-2), "sweep_epochs": 2,
          "k2_epochs": 3, "attack_steps": 200, "kmeans_init": 3}
 
 
