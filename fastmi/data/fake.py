@@ -16,19 +16,24 @@ import numpy as np
 from .cifar_stl import STL10_SIZE, write_cifar, write_stl10
 from .idx import IDX_FILES, write_idx
 
-FAKE_DATASETS = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10}
+FAKE_DATASETS = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10, "imagenet": 3}
 
 
 def write_fake_dataset(name: str, root, *, n_train: int = 60, n_test: int = 20, n_unlabeled: int = 40,
                        seed: int = 0) -> Path:
     """Write a random ``name`` dataset under ``root`` where ``fastmi.data.load_images(name, ...,
     data_dir=root)`` finds it; returns ``root``. MNIST / Fashion-MNIST go to ``root/<name>/`` as
-    gzipped idx files; STL-10 also gets ``n_unlabeled`` unlabeled images."""
+    gzipped idx files; STL-10 also gets ``n_unlabeled`` unlabeled images; ImageNet is 3 class folders of
+    JPEG files (``fastmi.data.imagefolder``)."""
     if name not in FAKE_DATASETS:
         raise ValueError(f"write_fake_dataset: name must be one of {sorted(FAKE_DATASETS)}, got {name!r}")
     for arg, n in (("n_train", n_train), ("n_test", n_test), ("n_unlabeled", n_unlabeled)):
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"write_fake_dataset: {arg} must be a positive int, got {n!r}")
+    if name == "imagenet":
+        from .imagefolder import write_fake_image_folder
+
+        return write_fake_image_folder(root, n_train=n_train, n_test=n_test, classes=FAKE_DATASETS[name], seed=seed)
     rng = np.random.default_rng(seed)
     root = Path(root)
     classes = FAKE_DATASETS[name]

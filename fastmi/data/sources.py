@@ -56,6 +56,13 @@ def locate(name: str, data_dir=None, download: bool = False, splits=("train", "t
         how = "idx files in --data-dir" if given else "idx files in a system package's folder"
         return {"dataset": name, "path": str(folder), "how": f"{how}; identified as {name} from the "
                 f"{folder_identity(found)[1]}"}
+    if name == "imagenet":
+        from .imagefolder import find_image_folder
+
+        if download:
+            raise DatasetNotFoundError("imagenet: --download is not supported; put its class folders in --data-dir")
+        return {"dataset": name, "path": str(find_image_folder(data_dir).resolve()),
+                "how": "class folders of image files in --data-dir"}
     if name not in CIFAR_FOLDERS and name != "stl10":
         raise ValueError(f"unknown dataset {name!r}")
     sub = CIFAR_FOLDERS.get(name, STL10_FOLDER)

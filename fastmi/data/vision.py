@@ -16,7 +16,7 @@ from .cifar_stl import CIFAR_FOLDERS, STL10_FOLDER, STL10_SPLITS, read_cifar, re
 from .idx import find_idx_folder, load_idx_dataset
 from .sources import record_read
 
-NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10}
+NUM_CLASSES = {"fashion-mnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10, "imagenet": 1000}
 
 
 @dataclass
@@ -57,7 +57,7 @@ def _download(name: str, root: Path) -> None:
 
 
 def load_images(name: str, split: str, data_dir=None, download: bool = False) -> TensorImages:
-    """Load ``split`` of ``name`` (fashion-mnist, mnist, cifar10, cifar100, stl10): 'train' / 'test',
+    """Load ``split`` of ``name`` (fashion-mnist, mnist, cifar10, cifar100, stl10, imagenet): 'train' / 'test',
     and for stl10 also 'unlabeled' (labels -1). MNIST / Fashion-MNIST come from idx files, CIFAR and
     STL-10 from their distributed files under ``data_dir`` (``fastmi.data.cifar_stl``; no torchvision
     needed); ``download=True`` lets torchvision fetch CIFAR / STL-10 first."""
@@ -66,6 +66,12 @@ def load_images(name: str, split: str, data_dir=None, download: bool = False) ->
     splits = STL10_SPLITS if name == "stl10" else ("train", "test")
     if split not in splits:
         raise ValueError(f"split of {name} must be one of {splits}, got {split!r}")
+    if name == "imagenet":   # class folders, decoded lazily per batch at 224 x 224 (fastmi.data.imagefolder)
+        from .imagefolder import read_image_folder
+
+        if download:
+            raise ValueError("--download is not supported for imagenet: put its class folders in --data-dir")
+        return read_image_folder(split, data_dir)
     if name in ("fashion-mnist", "mnist"):
         if download:
             raise ValueError(f"--download is not supported for {name}: {name} is read from idx files "

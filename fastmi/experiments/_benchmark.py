@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from .. import functional as F
+from .._core.result import MIResult
 from ..data import NUM_CLASSES, load_images, prepare_batch
 from ..models.resnet import resnet18
-from . import _claims_remine, runner
+from . import _benchmark_lambda, _claims_remine, runner
 from . import settings as checks
 from .paper003 import PAPER_BATCH, PAPER_EPOCHS, PAPER_TABLE2
 
@@ -102,10 +103,18 @@ def loss_of(bench: str, est: str, lam: float, cfg):
         fn = F.nwj if est == "nwj" else F.tuba
         clip = {"clip": cfg.renwj_clip} if lam else {}
         return lambda s, p, b: fn(s, positives=p, backend=b, **clip, **reg)
+    if est == "ce":   # the plain cross-entropy classifier (App C's SLB row); its "MI" is log C - CE
+        return lambda s, p, b: _ce_result(s, p)
     if est == "js":
         reg = {"reg_weight": lam, "reg_target": cfg.js_reg_target} if lam else {}
         return lambda s, p, b: F.js(s, positives=p, backend=b, **reg)
     raise ValueError(f"unknown estimator {est!r}")
+
+
+def _ce_result(logits, labels) -> MIResult:
+    """Cross-entropy training of the SLB classifier; the reported value is log C - CE (detached)."""
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    return MIResult(ce, (math.log(logits.shape[1]) - ce).detach())
 
 
 def _features(net, images, cfg, device):
@@ -118,12 +127,14 @@ def _features(net, images, cfg, device):
     return torch.cat(out)
 
 
-def train_one(ctx: runner.RunContext, cfg, bench: str, est: str, lam: float, seed: int, data) -> runner.JobResult:
-    """Train one ResNet-18 with one estimator; one metrics row per epoch; test accuracy at the end."""
+def train_one(ctx: runner.RunContext, cfg, bench: str, est: str, lam: float, seed: int, data,
+              after=None, job_prefix: str = "") -> runner.JobResult:
+    """Train one ResNet-18 with one estimator; one metrics row per epoch; test accuracy at the end
+    (and ``after(net)``'s dict, computed on the trained network in eval mode, when given)."""
     train, test = data
     n_classes = NUM_CLASSES[cfg.dataset]
     batch, epochs = resolved(cfg, bench)
-    job = f"{est}-lam{lam:g}-seed{seed}"
+    job = f"{job_prefix}{est}-lam{lam:g}-seed{seed}"
     torch.manual_seed(ctx.job_seed(job))
     net = resnet18(n_classes if bench == "slb" else None).to(ctx.device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -161,7 +172,12 @@ def train_one(ctx: runner.RunContext, cfg, bench: str, est: str, lam: float, see
             ftr = _features(net, train.images, cfg, ctx.device)
             fte = _features(net, test.images, cfg, ctx.device)
             pred = train.labels[(fte @ ftr.T).nan_to_num(nan=-math.inf).argmax(1)]
-        return {"accuracy": float((pred == test.labels).float().mean())}
+        out = {"accuracy": float((pred == test.labels).float().mean())}
+        if after is not None:
+            net.eval()
+            out.update(after(net))
+            net.train()
+        return out
 
     return ctx.loop(job, {"net": net, "opt": opt, "gen": gen}, epoch, epochs, ckpt_every=1, finish=finish,
                     unit="epoch")
@@ -220,6 +236,7 @@ def table(cfg, bench: str, summary: dict) -> str:
                      f"   {p[0]:.3f}->{p[1]:.3f} | {p[2]:.3f}->{p[3]:.3f}")
     extra = [f"dataset {cfg.dataset}: compared with the paper's {ref} numbers"] if cfg.dataset != ref else []
     lines.append("lambda: the regularized weight with the highest mean MI estimate; 'diverged': no finite estimate.")
+    lines += _benchmark_lambda.lines(summary)
     lines.append(runner.differences_text(cfg, extra))
     return "\n".join(lines)
 
@@ -236,10 +253,13 @@ def run(bench: str, cfg, ctx: runner.RunContext) -> dict:
     runner.write_metrics(ctx.run_dir / "metrics.csv", {f"{e}-lam{l:g}-seed{s}": r for (e, l, s), r in results.items()})
     summary = summarize(cfg, bench, results)
     _plot(ctx.run_dir / f"{bench}_mi_accuracy.png", cfg, bench, summary)
-    return {"dataset": cfg.dataset, "batch": resolved(cfg, bench)[0], "epochs": resolved(cfg, bench)[1],
-            "summary": summary, "table": table(cfg, bench, summary),
-            "claims": _claims_remine.benchmark(bench, cfg, summary, NUM_CLASSES[cfg.dataset],
-                                               bool(runner.differences(cfg)))}
+    _benchmark_lambda.plot(ctx.run_dir / f"{bench}_lambda_sweep.png", cfg, bench, summary)   # Figure 6
+    paper_scale = (not (cfg.batch or cfg.epochs or cfg.n_train or cfg.n_test) and cfg.image_size == 224
+                   and cfg.seeds >= 5)
+    found = (_claims_remine.benchmark(bench, cfg, summary, NUM_CLASSES[cfg.dataset], bool(runner.differences(cfg)))
+             + _benchmark_lambda.claim(cfg, bench, summary, paper_scale))
+    return {"claims": found, "dataset": cfg.dataset, "batch": resolved(cfg, bench)[0],
+            "epochs": resolved(cfg, bench)[1], "summary": summary, "table": table(cfg, bench, summary)}
 
 
 def _plot(path, cfg, bench, summary):

@@ -192,21 +192,28 @@ def features(encoder, data, cfg: MIMSettings, device):
 
 
 def probe(cfg: MIMSettings, feats, data, *, lr: float, batch_size: int, weight_decay: float, seed: int,
-          device="cpu") -> dict:
-    """One 200-unit probe on frozen features (trained on ``device``); both protocols."""
+          device="cpu", curves: bool = False) -> dict:
+    """One 200-unit probe on frozen features (trained on ``device``); both protocols, and with ``curves``
+    the per-epoch accuracies (full test set, first ``first_n`` test images) as lists."""
     gen = torch.Generator().manual_seed(seed)
     tr, te = feats[0].to(device), feats[1].to(device)
     ytr, yte = data.probe_train.labels.to(device), data.probe_test.labels.to(device)
     res = train_probe(tr, ytr, te, yte, hidden=cfg.probe_hidden,
                       epochs=cfg.probe_epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                       first_n=cfg.first_n, num_classes=data.num_classes, generator=gen)
-    return {"first128_best": float(res.first_n_best_acc), "full_test": float(res.test_acc),
-            "best_epoch": int(res.best_epoch)}
+    out = {"first128_best": float(res.first_n_best_acc), "full_test": float(res.test_acc),
+           "best_epoch": int(res.best_epoch)}
+    if curves:
+        out.update(curve_full=[float(r["test_acc"]) for r in res.history],
+                   curve_first=[float(r["first_n_acc"]) for r in res.history])
+    return out
 
 
-def train_encoder(ctx: runner.RunContext, cfg: MIMSettings, data, run: EncoderRun) -> runner.JobResult:
+def train_encoder(ctx: runner.RunContext, cfg: MIMSettings, data, run: EncoderRun,
+                  curves: bool = False) -> runner.JobResult:
     """Train one encoder (a ctx.loop job, one step per epoch, checkpointed), then probe the selected
-    epoch's weights with each probe learning rate. final: best_epoch, select_loss, probes {lr: {...}}."""
+    epoch's weights with each probe learning rate. final: best_epoch, select_loss, probes {lr: {...}}
+    (with the per-epoch probe accuracies when ``curves``)."""
     job = run.name()
     n = len(data.encoder)
     if run.mbs > n:
@@ -246,17 +253,20 @@ def train_encoder(ctx: runner.RunContext, cfg: MIMSettings, data, run: EncoderRu
             encoder.load_state_dict(best.weights)
         feats = features(encoder, data, cfg, ctx.device)
         probes = {f"{lr:g}": probe(cfg, feats, data, lr=lr, batch_size=cfg.probe_batch, weight_decay=0.0,
-                                   seed=ctx.job_seed(f"{job}-probe{lr:g}"), device=ctx.device) for lr in cfg.probe_lrs}
+                                   seed=ctx.job_seed(f"{job}-probe{lr:g}"), device=ctx.device, curves=curves)
+                  for lr in cfg.probe_lrs}
         return {"best_epoch": best.epoch, "select_loss": best.loss, "opt_steps": acc.steps, "probes": probes}
 
     state = {"encoder": encoder, "opt": opt, "acc": acc, "best": best, "gen": gen}
     return ctx.loop(job, state, epoch, cfg.epochs, ckpt_every=1, finish=finish, unit="epoch")
 
 
-def random_baseline(ctx: runner.RunContext, cfg: MIMSettings, data, grid=RANDOM_PROBE_GRID) -> runner.JobResult:
+def random_baseline(ctx: runner.RunContext, cfg: MIMSettings, data, grid=RANDOM_PROBE_GRID,
+                    curves: bool = False) -> runner.JobResult:
     """The randomly initialised CNN (no BN, orthogonal init) with the probe grid of section 5.2.1:
-    weight decay x batch size x learning rate, one logged row per configuration (resumable)."""
-    job = "random-encoder"
+    weight decay x batch size x learning rate, one logged row per configuration (resumable); with
+    ``curves`` each row also holds the per-epoch accuracies as columns full_e<k> and first_e<k>."""
+    job = "random-encoder" + ("-curves" if curves else "")
     cache: dict = {}
 
     def feats():
@@ -268,8 +278,9 @@ def random_baseline(ctx: runner.RunContext, cfg: MIMSettings, data, grid=RANDOM_
     def step(i: int) -> dict:
         wd, bs, lr = grid[i]
         r = probe(cfg, feats(), data, lr=lr, batch_size=bs, weight_decay=wd, seed=ctx.job_seed(f"{job}-{i}"),
-                  device=ctx.device)
-        return {"weight_decay": wd, "batch_size": bs, "lr": lr, **r}
+                  device=ctx.device, curves=curves)
+        flat = {f"{name}_e{k}": v for name in ("full", "first") for k, v in enumerate(r.pop(f"curve_{name}", []))}
+        return {"weight_decay": wd, "batch_size": bs, "lr": lr, **r, **flat}
 
     return ctx.loop(job, {}, step, len(grid), ckpt_every=1, unit="config")
 

@@ -7,6 +7,15 @@ Objectives (minimised, batch means; z one reparameterised sample per input):
     VIM:       CE(y, W z + b) + beta * MMD^2_IMQ({z_b}, {z'_b}),  z'_b ~ N(0, sigma^2 I)   (F.mmd_imq_prior;
                kernel C / (C + ||a - b||^2) with C = K, the unbiased estimator)
 
+and the heuristic baselines of Table 1 (deterministic z = mu, like the baseline; ``beta`` holds their
+one parameter):
+
+    dropout:P     CE(y, W mu + b), every hidden unit dropped with probability P in training
+                  (Srivastava et al. 2014; the encoder's ``dropout``)
+    smooth:EPS    label smoothing (Szegedy et al. 2015): CE against (1 - EPS) onehot(y) + EPS / C
+    confpen:BETA  confidence penalty (Pereyra et al. 2017): CE(y, p) - BETA * H(p),
+                  H(p) = -sum_c p_c log p_c, p = softmax(W mu + b)
+
 Training: Adam, a per-epoch learning rate (``lr_at``), an exponential moving average of the weights
 (torch's AveragedModel) that is what gets evaluated. Evaluation: test error of p(y|x) averaged over
 ``test_samples`` codes, k-means ARI / purity and normalised Hoyer sparsity of the codes mu, and
@@ -31,7 +40,9 @@ from . import settings as checks
 from ._attack import cw_l2_targeted
 from ._representation import cluster_scores, normalized_hoyer
 
-OBJECTIVES = ("baseline", "vib", "vim")
+OBJECTIVES = ("baseline", "vib", "vim", "dropout", "smooth", "confpen")
+STOCHASTIC = ("vib", "vim")                       # the objectives that sample z; the others use z = mu
+HEURISTIC_LABELS = {"dropout": "Dropout p={:g}", "smooth": "Label smooth {:g}", "confpen": "Conf. penalty {:g}"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,38 +55,73 @@ class ModelSpec:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.objective != "baseline" and not (self.beta > 0 and self.sigma > 0):
+        if self.stochastic and not (self.beta > 0 and self.sigma > 0):
             raise ValueError(f"{self.objective}: beta and sigma must be > 0, got beta={self.beta}, sigma={self.sigma}")
+        if self.objective in ("dropout", "smooth") and not 0 < self.beta < 1:
+            raise ValueError(f"{self.objective}: the probability must be in (0, 1), got {self.beta}")
+        if self.objective == "confpen" and not self.beta > 0:
+            raise ValueError(f"confpen: the penalty weight must be > 0, got {self.beta}")
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the model samples z (VIB, VIM) or uses z = mu (the baseline and the heuristics)."""
+        return self.objective in STOCHASTIC
 
     @property
     def job(self) -> str:
-        return "baseline" if self.objective == "baseline" else f"{self.objective}-beta{self.beta:g}-sigma{self.sigma:g}"
+        if self.objective == "baseline":
+            return "baseline"
+        if self.objective in HEURISTIC_LABELS:
+            return f"{self.objective}{self.beta:g}"
+        return f"{self.objective}-beta{self.beta:g}-sigma{self.sigma:g}"
 
     @property
     def label(self) -> str:
         if self.objective == "baseline":
             return "baseline"
+        if self.objective in HEURISTIC_LABELS:
+            return HEURISTIC_LABELS[self.objective].format(self.beta)
         return f"{self.objective.upper()} (b={self.beta:g}, s={self.sigma:g})"
 
 
 def parse_spec(text: str, sigma: float) -> ModelSpec:
-    """'baseline', 'vib:1e-3' or 'vim:1e-3:2' (objective:beta[:sigma]; sigma defaults to ``sigma``)."""
+    """'baseline', 'vib:1e-3' or 'vim:1e-3:2' (objective:beta[:sigma]; sigma defaults to ``sigma``), or a
+    heuristic baseline 'dropout:P', 'smooth:EPS', 'confpen:BETA'."""
     parts = str(text).strip().split(":")
     try:
         if parts[0] == "baseline" and len(parts) == 1:
             return ModelSpec("baseline")
-        if len(parts) in (2, 3):
+        if parts[0] in HEURISTIC_LABELS and len(parts) == 2:
+            return ModelSpec(parts[0], float(parts[1]))
+        if len(parts) in (2, 3) and parts[0] in STOCHASTIC:
             return ModelSpec(parts[0], float(parts[1]), float(parts[2]) if len(parts) == 3 else float(sigma))
     except ValueError as e:
         raise ValueError(f"model {text!r}: {e}") from e
-    raise ValueError(f"model {text!r}: expected 'baseline', 'vib:BETA[:SIGMA]' or 'vim:BETA[:SIGMA]'")
+    raise ValueError(f"model {text!r}: expected 'baseline', 'vib:BETA[:SIGMA]', 'vim:BETA[:SIGMA]', 'dropout:P', "
+                     "'smooth:EPS' or 'confpen:BETA'")
+
+
+def confidence_penalty(logits: torch.Tensor, y: torch.Tensor, beta: float):
+    """Pereyra et al. (2017): (CE(y, p) - beta * H(p), the batch mean of H(p)), p = softmax(logits),
+    H(p) = -sum_c p_c log p_c; the penalty rewards high-entropy (less confident) predictions."""
+    logp = TF.log_softmax(logits, dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1).mean()
+    return TF.nll_loss(logp, y) - beta * entropy, entropy
 
 
 def objective_loss(spec: ModelSpec, logits, y, mu, std, z, *, mmd_scale=None, backend="auto", generator=None):
-    """(loss, cross-entropy, prior term) of ``spec`` on one batch (the prior term is 0 for the baseline)."""
+    """(loss, cross-entropy, regulariser) of ``spec`` on one batch; the regulariser is logged as the metric
+    ``prior_term``: VIB's KL / VIM's MMD, the smoothed minus the plain CE (smooth), the mean entropy
+    H(p) (confpen), 0 for the baseline and dropout."""
     ce = TF.cross_entropy(logits, y)
-    if spec.objective == "baseline":
+    if spec.objective in ("baseline", "dropout"):
         return ce, ce, torch.zeros((), device=ce.device)
+    if spec.objective == "smooth":
+        loss = TF.cross_entropy(logits, y, label_smoothing=spec.beta)
+        return loss, ce, (loss - ce).detach()
+    if spec.objective == "confpen":
+        loss, entropy = confidence_penalty(logits, y, spec.beta)
+        return loss, ce, entropy.detach()
     if spec.objective == "vib":
         reg = F.gaussian_kl(mu, std, sigma=spec.sigma)
     else:

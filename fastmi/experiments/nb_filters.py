@@ -126,8 +126,9 @@ def dead_filters(model: FilterMLP, x: torch.Tensor, init: torch.Tensor = None, b
     return out
 
 
-def train(ctx: runner.RunContext, cfg: Config, alpha: float, beta: float, data) -> runner.JobResult:
-    job = f"alpha{alpha:g}-beta{beta:g}"
+def train(ctx: runner.RunContext, cfg: Config, alpha: float, beta: float, data, job: str = None) -> runner.JobResult:
+    """One MLP trained with MIM-``cfg.prior`` at (alpha, beta); ``job`` names it (default alpha..-beta..)."""
+    job = job or f"alpha{alpha:g}-beta{beta:g}"
     seed = ctx.job_seed(job)
     torch.manual_seed(seed)
     model = FilterMLP(data["x"].shape[1], tuple(cfg.hidden), cfg.dim_out).to(ctx.device)

@@ -46,7 +46,7 @@ except ImportError:  # without tqdm: a line every PROGRESS_EVERY seconds
 PROGRESS_EVERY = 10.0
 # what `pip install` names each optional import an experiment may need
 PIP_NAMES = {"matplotlib": "matplotlib", "sklearn": "scikit-learn", "foolbox": "'foolbox==3.3.4'",
-             "scipy": "scipy", "torchvision": "torchvision"}
+             "scipy": "scipy", "torchvision": "torchvision", "PIL": "pillow"}
 
 
 class Interrupted(RuntimeError):

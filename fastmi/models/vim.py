@@ -21,13 +21,15 @@ from torch.nn import functional as TF
 
 
 class MLPEncoder(nn.Module):
-    """x (B x ...) -> B x 2K through Linear-ReLU layers of widths ``hidden`` (input flattened)."""
+    """x (B x ...) -> B x 2K through Linear-ReLU layers of widths ``hidden`` (input flattened);
+    ``dropout`` > 0 drops each hidden unit with that probability in training (Srivastava et al. 2014:
+    after every hidden ReLU, the kept units scaled by 1 / (1 - p))."""
 
-    def __init__(self, in_features: int = 784, hidden=(1024, 1024), k: int = 256):
+    def __init__(self, in_features: int = 784, hidden=(1024, 1024), k: int = 256, dropout: float = 0.0):
         super().__init__()
         layers, d = [nn.Flatten()], in_features
         for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU()]
+            layers += [nn.Linear(d, h), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
             d = h
         layers.append(nn.Linear(d, 2 * k))
         self.net = nn.Sequential(*layers)

@@ -20,10 +20,15 @@ TINY = {
                    "batch": 10, "seeds": 1, "reg_weights": (0.1,), "eval_batch": 16},
     "remine_clb": {"dataset": "fashion-mnist", "image_size": 16, "n_train": 30, "n_test": 12, "epochs": 2,
                    "batch": 10, "seeds": 1, "reg_weights": (0.1,), "eval_batch": 16},
+    "remine_ood": {"dataset": "fashion-mnist", "image_size": 16, "n_train": 30, "n_test": 12, "epochs": 1,
+                   "batch": 10, "eval_batch": 16, "ood": "digits", "n_ood": 25, "n_eval_train": 20},
+    "remine_imagenet": {"image_size": 16, "epochs": 1, "batch": 4, "reg_weights": (0.1,), "eval_batch": 8},
     "nb_dms_2d": {"dim": 16, "hidden": (16, 16), "spirals_n": 60, "circles_n": 40, "moons_n": 40, "blobs_n": 40,
                   "spirals_epochs": 3, "circles_epochs": 3, "moons_epochs": 3, "blobs_epochs": 3, "grid": 12},
     "nb_filters": {"dataset": "fashion-mnist", "n_train": 40, "n_test": 20, "batch": 20, "epochs": 2,
                    "hidden": (16, 16), "dim_out": 8, "n_show": 8},
+    "nb_filters_v1": {"dataset": "fashion-mnist", "n_train": 40, "n_test": 20, "batch": 20, "epochs": 2,
+                      "hidden": (16, 16), "dim_out": 8, "n_show": 8},
     "nb_dms_images": {"dataset": "fashion-mnist", "n_train": 40, "n_test": 20, "batch": 16, "epochs": 1,
                       "channels": (4, 4, 4, 4), "probe_epochs": 2, "eval_batch": 16},
     "nb_mim": {"dataset": "fashion-mnist", "width": 0.05, "n_train": 30, "n_test": 12, "epochs": 2, "mbs": 10,
@@ -34,6 +39,8 @@ TINY = {
     "nb_mim_ablation": {"dataset": "fashion-mnist", "width": 0.05, "n_train": 30, "n_test": 12, "epochs": 1, "mbs": 10,
                         "bs": 10, "n_random": 1, "n_alpha0": 1, "n_beta0": 1, "probe_epochs": 2,
                         "random_baseline": False},
+    "nb_mim_curves": {"dataset": "fashion-mnist", "width": 0.05, "n_train": 30, "n_test": 12, "epochs": 1, "mbs": 10,
+                      "bs": 10, "n_random": 1, "n_alpha0": 1, "n_beta0": 0, "probe_epochs": 3},
     "vim_mnist": {"hidden": (16,), "k": 4, "epochs": 2, "batch_size": 10, "n_train": 40, "n_test": 20,
                   "models": ("baseline", "vib:1e-3", "vim:1e-3"), "sweep_betas": (1e-2,), "sweep_sigmas": (1.0,),
                   "sweep_epochs": 1, "k2_models": ("baseline", "vim:1e-3"), "k2_epochs": 1, "attack_n": 2,
@@ -43,7 +50,7 @@ TINY = {
 }
 
 # experiments that read a dataset: the fake one their tiny run gets (fastmi.data.write_fake_dataset)
-TINY_DATA = {"vim_mnist": "fashion-mnist", "vim_cifar": "cifar10"}
+TINY_DATA = {"vim_mnist": "fashion-mnist", "vim_cifar": "cifar10", "remine_imagenet": "imagenet"}
 
 
 def tiny_config(name: str, **over):

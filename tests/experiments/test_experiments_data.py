@@ -51,7 +51,7 @@ def test_missing_dataset_error_names_the_package(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFoundError, match="--data-dir"):
         load_images("cifar10", "train", None)
     with pytest.raises(ValueError, match="dataset must be one of"):
-        load_images("imagenet", "train", tmp_path)
+        load_images("svhn", "train", tmp_path)
     with pytest.raises(ValueError, match="--download"):
         load_images("fashion-mnist", "train", tmp_path, download=True)
 

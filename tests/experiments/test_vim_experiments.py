@@ -87,7 +87,11 @@ def test_configs_reject_bad_settings():
     with pytest.raises(ValueError, match="dataset"):
         runner.make_config(vim_mnist, False, ["dataset=cifar10"])
     with pytest.raises(ValueError, match="dropout"):
-        runner.make_config(vim_mnist, False, ["models=baseline,dropout:1e-3"])
+        runner.make_config(vim_mnist, False, ["models=baseline,dropout:1.5"])
+    with pytest.raises(ValueError, match="lasso"):
+        runner.make_config(vim_mnist, False, ["models=baseline,lasso:1e-3"])
+    with pytest.raises(ValueError, match="k2_models"):
+        runner.make_config(vim_mnist, False, ["k2_models=baseline,confpen:0.1"])
     with pytest.raises(ValueError, match="ema_decay"):
         runner.make_config(vim_cifar, False, ["ema_decay=1.0"])
     with pytest.raises(ValueError, match="objectives"):

@@ -96,7 +96,7 @@ def test_model_specs():
     assert _vim.parse_spec("baseline", 1.0) == _vim.ModelSpec("baseline")
     assert _vim.parse_spec("vim:1e-3", 2.0) == _vim.ModelSpec("vim", 1e-3, 2.0)
     assert _vim.parse_spec("vib:1e-4:0.5", 1.0).job == "vib-beta0.0001-sigma0.5"
-    for bad in ("vim", "dropout:1e-3", "vib:x", "vim:-1"):
+    for bad in ("vim", "dropout:2", "vib:x", "vim:-1", "lasso:1e-3"):
         with pytest.raises(ValueError):
             _vim.parse_spec(bad, 1.0)
 
