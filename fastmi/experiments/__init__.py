@@ -9,7 +9,7 @@ import importlib
 
 # name -> one-line summary lives in each module (SUMMARY); the order here is the listing order
 EXPERIMENTS = ("remine_onehot", "remine_gaussian", "remine_slb", "remine_clb", "nb_dms_2d", "nb_filters",
-               "nb_dms_images", "nb_mim", "nb_mim_batch", "nb_mim_ablation", "vim_mnist", "vim_cifar")
+               "nb_dms_images", "nb_mim", "nb_mim_batch", "nb_mim_ablation", "vim_mnist", "vim_cifar", "hybrid")
 
 
 def get_experiment(name: str):
