@@ -58,7 +58,7 @@ def augmentations(channels: int, size: int) -> nn.Module:
     return nn.Sequential(*ops)
 
 
-def moco_loss(logits: torch.Tensor, kind: str) -> torch.Tensor:
+def moco_loss(logits: torch.Tensor, kind: str, backend: str = "auto") -> torch.Tensor:
     """Cross-entropy of the positive (column 0) against [positive, queue], batch mean.
 
     fused: fastmi's InfoNCE with ``positives`` = column 0 for every row; its loss is
@@ -67,7 +67,7 @@ def moco_loss(logits: torch.Tensor, kind: str) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long,
                                                                device=logits.device))
     positives = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.infonce(logits, positives=positives, negatives="all").loss + math.log(logits.shape[1])
+    return F.infonce(logits, positives=positives, negatives="all", backend=backend).loss + math.log(logits.shape[1])
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, scale: str) -> torch.Tensor:
@@ -77,7 +77,7 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, scale: str) -
 
 
 def train_step(model: HybridModel, aug: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, alpha: float,
-               cfg, generator: Optional[torch.Generator] = None) -> dict:
+               cfg, generator: Optional[torch.Generator] = None, backend: str = "auto") -> dict:
     """One step of alpha * L_rec + (1 - alpha) * L_MoCo; the terms alpha = 0 or 1 switches off are not computed."""
     model.train()
     row, total = {}, 0.0
@@ -87,7 +87,7 @@ def train_step(model: HybridModel, aug: nn.Module, opt: torch.optim.Optimizer, x
         q = model.moco.query(view_q)
         k = model.moco.keys(view_k, generator)
         t0 = time.perf_counter()
-        contrastive = moco_loss(model.moco.logits(q, k), cfg.moco_loss)
+        contrastive = moco_loss(model.moco.logits(q, k), cfg.moco_loss, backend)
         row["moco_loss_ms"] = 1e3 * (time.perf_counter() - t0)
         row["moco"] = float(contrastive.detach())
         total = total + (1 - alpha) * contrastive
@@ -107,7 +107,8 @@ def train_step(model: HybridModel, aug: nn.Module, opt: torch.optim.Optimizer, x
     return row
 
 
-def time_moco_losses(n: int, k: int, dim: int, temperature: float, repeats: int = 20, device="cpu") -> dict:
+def time_moco_losses(n: int, k: int, dim: int, temperature: float, repeats: int = 20, device="cpu",
+                     backend: str = "auto") -> dict:
     """Median ms of forward + backward of the fused and the reference MoCo loss at the run's shapes
     (n queries, K queue keys), interleaved in one run."""
     gen = torch.Generator().manual_seed(0)
@@ -119,7 +120,7 @@ def time_moco_losses(n: int, k: int, dim: int, temperature: float, repeats: int 
         for kind in times:
             logits = scores.clone().requires_grad_(True)
             t0 = time.perf_counter()
-            moco_loss(logits, kind).backward()
+            moco_loss(logits, kind, backend).backward()
             times[kind].append(time.perf_counter() - t0)
     med = {kind: 1e3 * sorted(ts[2:])[len(ts[2:]) // 2] for kind, ts in times.items()}
     return {"n": n, "queue": k, "dim": dim, "fused_ms": med["fused"], "reference_ms": med["reference"],

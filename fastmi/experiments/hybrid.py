@@ -179,7 +179,7 @@ def train_alpha(ctx, cfg, alpha: float, data: tuple, n_classes: int, jobs: dict)
 
     def step(i: int):
         idx = _batches(len(train_x), cfg.batch_size, i // per_epoch, seed)[i % per_epoch]
-        row = tr.train_step(model, aug, opt, train_x[idx].to(ctx.device), alpha, cfg, gen)
+        row = tr.train_step(model, aug, opt, train_x[idx].to(ctx.device), alpha, cfg, gen, ctx.backend)
         return row if i % cfg.log_every == 0 or i == cfg.epochs * per_epoch - 1 else None
 
     def finish() -> dict:
@@ -476,7 +476,8 @@ def figures(run_dir, cfg, models: dict, base: dict, samples: dict, test_x, inter
 def run(cfg: Config, ctx: runner.RunContext) -> dict:
     data = load(cfg, ctx)
     n_classes = NUM_CLASSES[cfg.dataset]
-    timing = tr.time_moco_losses(cfg.batch_size, cfg.queue_size, cfg.moco_dim, cfg.temperature, device=ctx.device)
+    timing = tr.time_moco_losses(cfg.batch_size, cfg.queue_size, cfg.moco_dim, cfg.temperature, device=ctx.device,
+                                 backend=ctx.backend)
     jobs = {}
     models = {float(a): train_alpha(ctx, cfg, float(a), data, n_classes, jobs) for a in cfg.alphas}
     base = baselines(ctx, cfg, data, n_classes)
