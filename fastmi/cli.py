@@ -1,5 +1,6 @@
 """The ``fastmi`` command: ``fastmi info`` (which backends run here and why not), ``fastmi demo``,
-``fastmi run <experiment>`` (paper experiments; ``fastmi run --list``), ``fastmi --version``.
+``fastmi run <experiment>`` (paper experiments; ``fastmi run --list``), ``fastmi data`` (the datasets
+they need: ``fastmi data --list``, ``fastmi data fashion-mnist``), ``fastmi --version``.
 
 A mistake on the command line is one line on stderr and exit status 2; Ctrl-C is one line and 130."""
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main(argv=None) -> int:
     sub.add_parser("demo", help="fastmi's case in ~3 minutes: same values as plain PyTorch, speed, memory, "
                    "a batch the dense path cannot hold, MI estimates", add_help=False)
     sub.add_parser("run", help="run a paper experiment (fastmi run --list; fastmi run NAME --help)", add_help=False)
+    sub.add_parser("data", help="what each experiment needs, what is present, and getting it (fastmi data --list; "
+                   "fastmi data fashion-mnist)", add_help=False)
     args, rest = p.parse_known_args(argv)
     try:
         if args.command == "info":
@@ -55,6 +58,10 @@ def main(argv=None) -> int:
             from .experiments import command
 
             return command.main(rest)
+        if args.command == "data":
+            from .data import setup_command
+
+            return setup_command.main(rest)
         from . import demo
 
         return demo.main(rest)

@@ -3,7 +3,8 @@ commands without the real data:
 
     python -m fastmi.data.fake cifar10 /tmp/fake      # then: fastmi run ... --data-dir /tmp/fake
 
-The images are uniform noise and the labels cycle through the classes: nothing can be learned.
+The images are noise and the labels cycle through the classes: nothing can be learned. MNIST's
+noise is sparse on a black border, so that ``fastmi.data.identify`` tells it from Fashion-MNIST's.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def write_fake_dataset(name: str, root, *, n_train: int = 60, n_test: int = 20, 
             folder = root / name
             folder.mkdir(parents=True, exist_ok=True)
             img_stem, lab_stem = IDX_FILES[split]
-            write_idx(folder / f"{img_stem}.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+            write_idx(folder / f"{img_stem}.gz", _idx_images(name, n, rng))
             write_idx(folder / f"{lab_stem}.gz", labels.astype(np.uint8))
         elif name == "stl10":
             write_stl10(root, split, rng.integers(0, 256, (n, 3, STL10_SIZE, STL10_SIZE), dtype=np.uint8), labels)
@@ -46,6 +47,17 @@ def write_fake_dataset(name: str, root, *, n_train: int = 60, n_test: int = 20, 
     if name == "stl10":
         write_stl10(root, "unlabeled", rng.integers(0, 256, (n_unlabeled, 3, STL10_SIZE, STL10_SIZE), dtype=np.uint8))
     return root
+
+
+def _idx_images(name: str, n: int, rng) -> np.ndarray:
+    """Noise that ``fastmi.data.identify`` reads as ``name``: Fashion-MNIST uniform over the frame
+    (mean pixel 0.5), MNIST a sparse 20 x 20 centre on black (mean pixel ~0.06, like MNIST's strokes)."""
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    if name == "mnist":
+        keep = np.zeros((n, 28, 28), dtype=bool)
+        keep[:, 4:24, 4:24] = rng.random((n, 20, 20)) < 0.25
+        images = np.where(keep, images, 0).astype(np.uint8)
+    return images
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,9 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
+# torchvision's download folders (<root>/<name>/raw)
+TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
 # where known packages put the files; searched after the given folder
 DEFAULT_DIRS = {
     "fashion-mnist": ["/usr/share/datasets/fashion-mnist"],
@@ -28,10 +31,11 @@ DEFAULT_DIRS = {
 }
 
 HOW_TO_GET = {
-    "fashion-mnist": "install Debian's package (apt-get install dataset-fashion-mnist, files under "
+    "fashion-mnist": "run `fastmi data fashion-mnist` (Debian's package dataset-fashion-mnist, files under "
                      "/usr/share/datasets/fashion-mnist) or copy the four *-idx?-ubyte[.gz] files from "
                      "https://github.com/zalandoresearch/fashion-mnist into --data-dir",
-    "mnist": "copy the four *-idx?-ubyte[.gz] files of MNIST into --data-dir (or --data-dir/mnist)",
+    "mnist": "run `fastmi data mnist --data-dir DIR` (torchvision's download) or copy the four "
+             "*-idx?-ubyte[.gz] files of MNIST into --data-dir (or --data-dir/mnist)",
 }
 
 
@@ -63,21 +67,42 @@ def _find(folder: Path, stem: str):
     return None
 
 
+def folder_identity(folder) -> tuple[str, str]:
+    """(dataset, how decided) of the idx files in ``folder``, from their contents (``identify``)."""
+    from .identify import identify
+
+    folder = Path(folder)
+    others = [_find(folder, s) for pair in IDX_FILES.values() for s in pair]
+    return identify(_find(folder, IDX_FILES["test"][0]), [p for p in others if p is not None])
+
+
+def _candidates(dataset: str, data_dir) -> list:
+    out = []
+    if data_dir is not None:
+        d = Path(data_dir)
+        out += [d, d / dataset, d / dataset.replace("-", "_"), d / TORCHVISION_FOLDERS[dataset] / "raw"]
+    return out + [Path(p) for p in DEFAULT_DIRS[dataset]]
+
+
 def find_idx_folder(dataset: str, data_dir=None) -> Path:
     """The first folder holding all four idx files of ``dataset``: ``data_dir``, ``data_dir/<dataset>``,
-    then the folders of known packages. Raises ``DatasetNotFoundError`` naming what to install."""
+    torchvision's ``data_dir/MNIST/raw`` (or FashionMNIST), then the folders of known packages.
+    A folder whose files hold the other dataset (``identify``: checksums, else pixel statistics) is
+    passed over, whatever its name. Raises ``DatasetNotFoundError`` naming what to install."""
     if dataset not in HOW_TO_GET:
         raise ValueError(f"dataset must be one of {sorted(HOW_TO_GET)}, got {dataset!r}")
-    candidates = []
-    if data_dir is not None:
-        candidates += [Path(data_dir), Path(data_dir) / dataset, Path(data_dir) / dataset.replace("-", "_")]
-    candidates += [Path(p) for p in DEFAULT_DIRS[dataset]]
+    candidates = _candidates(dataset, data_dir)
     stems = [s for pair in IDX_FILES.values() for s in pair]
+    other = []
     for folder in candidates:
         if all(_find(folder, s) for s in stems):
-            return folder
-    looked = ", ".join(str(c) for c in candidates)
-    raise DatasetNotFoundError(f"{dataset}: idx files ({', '.join(stems)}, raw or .gz) not found in {looked}. "
+            name, how = folder_identity(folder)
+            if name == dataset:
+                return folder
+            other.append(f"{folder} holds {name} ({how})")
+    looked = ", ".join(dict.fromkeys(str(c) for c in candidates))
+    held = f" ({'; '.join(other)})" if other else ""
+    raise DatasetNotFoundError(f"{dataset}: idx files ({', '.join(stems)}, raw or .gz) not found in {looked}{held}. "
                                f"To get them: {HOW_TO_GET[dataset]}.")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .cifar_stl import CIFAR_FILES, CIFAR_FOLDERS, STL10_FOLDER
 from .errors import DatasetNotFoundError
-from .idx import find_idx_folder
+from .idx import find_idx_folder, folder_identity
 
 _READS: list[dict] = []
 
@@ -50,16 +50,18 @@ def locate(name: str, data_dir=None, download: bool = False, splits=("train", "t
         found = locate(chosen, data_dir, download, splits)
         return {**found, "how": f"auto: {note or 'MNIST idx files found'}; {found['how']}"}
     if name in ("mnist", "fashion-mnist"):
-        folder = find_idx_folder(name, data_dir).resolve()
-        given = data_dir is not None and Path(data_dir).resolve() in (folder, folder.parent)
+        found = find_idx_folder(name, data_dir)
+        folder = found.resolve()
+        given = data_dir is not None and Path(data_dir).resolve() in (folder, *folder.parents)
         how = "idx files in --data-dir" if given else "idx files in a system package's folder"
-        return {"dataset": name, "path": str(folder), "how": how}
+        return {"dataset": name, "path": str(folder), "how": f"{how}; identified as {name} from the "
+                f"{folder_identity(found)[1]}"}
     if name not in CIFAR_FOLDERS and name != "stl10":
         raise ValueError(f"unknown dataset {name!r}")
     sub = CIFAR_FOLDERS.get(name, STL10_FOLDER)
     if data_dir is None:
         raise DatasetNotFoundError(f"{name}: give --data-dir DIR (the folder holding {sub}/), or add --download "
-                                   "to fetch it there")
+                                   f"to fetch it there (or first: fastmi data {name} --data-dir DIR)")
     root = Path(data_dir).resolve()
     if download:
         return {"dataset": name, "path": str(root / sub), "how": "--download: torchvision fetches it if absent"}
@@ -67,5 +69,6 @@ def locate(name: str, data_dir=None, download: bool = False, splits=("train", "t
     if missing:
         raise DatasetNotFoundError(f"{name}: {len(missing)} file(s) not found, e.g. {missing[0]}. Put the dataset's "
                                    f"files in {root / sub} (as distributed by its authors or downloaded by "
-                                   "torchvision), or add --download (needs torchvision)")
+                                   f"torchvision), or add --download (needs torchvision), or run: fastmi data {name} "
+                                   f"--data-dir {data_dir}")
     return {"dataset": name, "path": str(root / sub), "how": "files in --data-dir"}

@@ -19,7 +19,7 @@ import torch
 from .. import functional as F
 from ..data import NUM_CLASSES, load_images, prepare_batch
 from ..models.resnet import resnet18
-from . import runner
+from . import _claims_remine, runner
 from . import settings as checks
 from .paper003 import PAPER_BATCH, PAPER_EPOCHS, PAPER_TABLE2
 
@@ -237,26 +237,43 @@ def run(bench: str, cfg, ctx: runner.RunContext) -> dict:
     summary = summarize(cfg, bench, results)
     _plot(ctx.run_dir / f"{bench}_mi_accuracy.png", cfg, bench, summary)
     return {"dataset": cfg.dataset, "batch": resolved(cfg, bench)[0], "epochs": resolved(cfg, bench)[1],
-            "summary": summary, "table": table(cfg, bench, summary)}
+            "summary": summary, "table": table(cfg, bench, summary),
+            "claims": _claims_remine.benchmark(bench, cfg, summary, NUM_CLASSES[cfg.dataset],
+                                               bool(runner.differences(cfg)))}
 
 
 def _plot(path, cfg, bench, summary):
+    """MI estimate and test accuracy per estimator, original vs regularized, the paper's values as black
+    dashes (its MI of 0 = diverged as a black x at the top); a run of ours without a finite estimate (or
+    beyond +-1e4) is the shared diverged marker (red x), not a bar; symlog when a value passes 50."""
     from . import plotting
 
     fig, axes = plotting.grid(2, 2, size=(5.5, 3.4))
     ests = list(summary)
     xs = np.arange(len(ests))
     paper = PAPER_TABLE2[bench][paper_dataset(cfg.dataset)]
-    for ax, key, pidx, title in ((axes[0], "mi", 0, "MI estimate (last epoch)"), (axes[1], "acc", 2, "test accuracy")):
+    panels = ((axes[0], "mi", 0, "MI estimate, last epoch", "MI estimate (nats)"),
+              (axes[1], "acc", 2, "test accuracy", "test accuracy (fraction)"))
+    for ax, key, pidx, title, ylabel in panels:
         for k, (part, off) in enumerate((("original", -0.2), ("regularized", 0.2))):
             vals = [summary[e][part][key] for e in ests]
-            ax.bar(xs + off, np.nan_to_num(vals, nan=0.0), width=0.4, label=f"ours, {part}")
-            ax.scatter(xs + off, [paper[e][pidx + k] for e in ests], c="k", marker="_", s=200,
-                       label="paper (CIFAR)" if k == 0 else None, zorder=3)
-        if key == "mi":  # a blown-up run (e.g. -1e30) would hide the others: cut the axis, say so
-            ax.set_ylim(-1.0, max(max(p[0], p[1]) for p in paper.values()) + 0.5)
-            title += " (axis cut at -1)"
-        ax.set_xticks(xs, ests, fontsize=8)
-        ax.set_title(f"{bench.upper()} {cfg.dataset}: {title}", fontsize=9)
-        ax.legend(fontsize=7)
+            plotting.bars(ax, xs + off, vals, 0.4, label=f"ours, {part}", color=f"C{k}")
+            pv = [paper[e][pidx + k] for e in ests]
+            # the paper's MI of 0.0 means "diverged": its own mark (black x at the top), not a value at 0
+            gone = [key == "mi" and v == 0.0 for v in pv]
+            ax.scatter([x for x, g in zip(xs + off, gone) if not g], [v for v, g in zip(pv, gone) if not g], c="k",
+                       marker="_", s=200, label="paper (CIFAR)" if k == 0 else None, zorder=3)
+            if any(gone):
+                ax.scatter([x for x, g in zip(xs + off, gone) if g], [1.0] * sum(gone), c="k", marker="x", s=30,
+                           transform=ax.get_xaxis_transform(), clip_on=False, zorder=5,
+                           label="paper: diverged (its 0)" if "paper: diverged (its 0)" not in
+                           ax.get_legend_handles_labels()[1] else None)
+        real = [abs(summary[e][p][key]) for e in ests for p in ("original", "regularized")
+                if not plotting.is_diverged(summary[e][p][key])]
+        if real and max(real) > 50:   # one run far off would flatten the rest: symlog keeps every value readable
+            ax.set_yscale("symlog", linthresh=1.0)
+            ylabel += ", symlog scale"
+        ax.set_xticks(xs, ests)
+        plotting.labels(ax, "estimator", ylabel, f"{bench.upper()} {cfg.dataset}: {title}")
+        ax.legend()
     plotting.save(fig, path)

@@ -106,6 +106,9 @@ def prepare(args, module):
     missing = runner.missing_requirements(module, cfg)
     if missing:
         raise runner.MissingRequirement(missing)
+    optional = runner.missing_optional(module, cfg)
+    if optional and not args.quick:   # the paper's run is for all its tables: ask; --quick goes on without
+        raise runner.MissingRequirement(runner.optional_line(module, optional, refused=True))
     runner.data_sources(module, cfg, ctx)
     return module, cfg, ctx
 

@@ -34,7 +34,7 @@ import torch
 from ..data.manifolds import DATASETS, Standardizer, embed, make_manifolds, random_rotation, unembed
 from ..models import DMSMLP
 from ..models.neural_bayes_dms import BN_INITS
-from . import plotting, runner
+from . import _claims_nb, plotting, runner
 from . import settings as checks
 from ._nb_dms import RC_BN_MODES, RC_CLEAN_PASSES, RC_NOISES, dms_step, predict
 
@@ -220,6 +220,8 @@ def plot(path, cfg: Config, ctx: runner.RunContext, runs: dict) -> None:
         ax.set_title(f"{name} (K={k}{chosen}): ARI {res.final['ari']:.3f}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+        plotting.labels(ax, "x_1 (the plane, data units)", "x_2 (the plane, data units)")
+        ax.grid(False)
     fig.suptitle("Neural Bayes-DMS on 512-D embeddings, projected back to 2-D")
     plotting.save(fig, path)
     del plt
@@ -269,7 +271,7 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
                       "chosen_restart": picks, "restart_ari": restart_ari, "restart_score": restart_score}
     runner.write_metrics(ctx.run_dir / "metrics.csv", all_jobs)
     plot(ctx.run_dir / "nb_dms_2d.png", cfg, ctx, kept)
-    return {"datasets": results, "table": table(cfg, results)}
+    return {"datasets": results, "table": table(cfg, results), "claims": _claims_nb.dms_2d(cfg, results, bool(runner.differences(cfg)))}
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 
 from ..data import load_idx_dataset
 from ..models import DMSCNN
-from . import plotting, runner
+from . import _claims_nb, plotting, runner
 from . import settings as checks
 from ._nb_dms import RC_BN_MODES, dms_step, predict
 from .nb_filters import dataset_names, resolve_dataset  # noqa: F401 (dataset_names: the runner's hook)
@@ -179,13 +179,12 @@ def probe(cfg: Config, ctx: runner.RunContext, job: str, feats: torch.Tensor, y:
     return ctx.loop(job, {}, fit, 0, finish=finish)
 
 
-def plot(path, dms: runner.JobResult) -> None:
+def plot(path, dms: runner.JobResult, dataset: str = "") -> None:
     fig, axes = plotting.grid(2, 2, size=(4.5, 3.2))
     steps = [r["step"] for r in dms.rows]
     for ax, key, title in ((axes[0], "dms", "DMS loss (code scale)"), (axes[1], "rc", "R_c")):
-        ax.plot(steps, plotting.column(dms.rows, key), lw=0.8)
-        ax.set_xlabel("step")
-        ax.set_title(title)
+        plotting.curve(ax, steps, plotting.column(dms.rows, key), lw=0.8)
+        plotting.labels(ax, "training step", f"{title} (nats)", f"{title}, DMS-CNN on {dataset}" if dataset else title)
     plotting.save(fig, path)
 
 
@@ -224,11 +223,12 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
         aris[key] = adjusted_rand_score(y_test.numpy(), f_test.argmax(1).numpy())   # argmax = the DMS partition
     runner.write_metrics(ctx.run_dir / "metrics.csv", {"dms-cnn": dms})
     if dms.rows:
-        plot(ctx.run_dir / "nb_dms_images_loss.png", dms)
+        plot(ctx.run_dir / "nb_dms_images_loss.png", dms, dataset)
     results = {k: {**p.final, "argmax_ari": aris[k]} for k, p in probes.items()}
     return {"dataset": dataset, "n_train": int(tr.numel()), "n_val": int(va.numel()), "probes": results,
             "final_dms": dms.rows[-1]["dms"] if dms.rows else None,
-            "table": table(cfg, dataset, note, results, {"train": int(tr.numel()), "val": int(va.numel())})}
+            "table": table(cfg, dataset, note, results, {"train": int(tr.numel()), "val": int(va.numel())}),
+            "claims": _claims_nb.dms_images(cfg, results, bool(runner.differences(cfg)))}
 
 
 if __name__ == "__main__":

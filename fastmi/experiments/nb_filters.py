@@ -35,7 +35,7 @@ import torch
 from .. import functional as F
 from ..data import load_idx_dataset
 from ..models import FilterMLP
-from . import plotting, runner
+from . import _claims_nb, plotting, runner
 from . import settings as checks
 
 NAME = "nb_filters"
@@ -193,6 +193,8 @@ def plot(path, cfg: Config, runs: dict, dataset: str) -> None:
         ax.set_title(f"alpha={alpha:g}, beta={beta:g}: dead {100 * res.final['dead']:.0f}%", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
+        plotting.labels(ax, "filters, 28 x 28 pixels each (grey: weight, scale 0.5 x min..max)", "filters")
+        ax.grid(False)
     fig.suptitle(f"First-layer filters, Neural Bayes-MIM ({cfg.prior}), {dataset}")
     plotting.save(fig, path)
     del plt
@@ -234,7 +236,7 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     widths = (*cfg.hidden, cfg.dim_out)
     return {"dataset": dataset, "uniform_minimum_alpha4": uniform_minimum(widths, 4.0),
             "settings": {f"alpha={a:g},beta={b:g}": s for (a, b), s in summary.items()},
-            "table": table(cfg, summary, dataset, note)}
+            "table": table(cfg, summary, dataset, note), "claims": _claims_nb.filters(cfg, summary, bool(runner.differences(cfg)))}
 
 
 if __name__ == "__main__":

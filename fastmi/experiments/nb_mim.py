@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from . import _nb_mim_train as T
+from . import _claims_nb, _nb_mim_train as T
 from . import runner
 from . import settings as checks
 
@@ -77,7 +77,8 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     summary = {"mim": best, "random": T.baseline_summary(base, cfg)}
     _plot(ctx.run_dir / "nb_mim.png", cfg, runs, summary)
     return {"dataset": cfg.dataset, "summary": summary, "runs": per_run,
-            "random_grid": base.rows if base is not None else None, "table": table(cfg, data, runs, summary)}
+            "random_grid": base.rows if base is not None else None, "table": table(cfg, data, runs, summary),
+            "claims": _claims_nb.mim(cfg, summary, bool(runner.differences(cfg)))}
 
 
 def table(cfg: Config, data, runs: dict, summary: dict) -> str:
@@ -125,8 +126,7 @@ def _plot(path, cfg: Config, runs: dict, summary: dict) -> None:
         label = f"lr {enc.lr:g}, wd {enc.weight_decay:g}"
         ax.plot(ep, plotting.column(res.rows, "loss"), label=f"train, {label}")
         ax.plot(ep, plotting.column(res.rows, "select_loss"), "--", label=f"first MBS test, {label}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MIM loss (no R_c)")
+    plotting.labels(ax, "epoch", "MIM loss, no R_c (nats)")
     ax.set_title(f"nb_mim {cfg.dataset}: encoder training", fontsize=9)
     ax.legend(fontsize=6)
     ax = axes[1]
@@ -137,13 +137,13 @@ def _plot(path, cfg: Config, runs: dict, summary: dict) -> None:
     for key, off in (("first128_best", -0.2), ("full_test", 0.2)):
         r = rnd.get(key, {})
         vals = [summary["mim"][key], r.get("best"), r.get("same_probe")]
-        ax.bar(xs + off, [100 * v if v is not None else 0.0 for v in vals], width=0.4,
-               label="first 128, best epoch" if key == "first128_best" else "full test set, last epoch")
+        plotting.bars(ax, xs + off, [100 * v if v is not None else None for v in vals], 0.4,
+                      label="first 128, best epoch" if key == "first128_best" else "full test set, last epoch")
     ax.scatter(xs[:2], [ref["mim"], ref["random"]], c="k", marker="_", s=300, zorder=3,
                label=f"paper ({paper_reference(cfg.dataset)}, first 128)")
     ax.set_xticks(xs, names, fontsize=7)
     ax.set_ylim(0, 100)
-    ax.set_ylabel("probe test accuracy (%)")
+    plotting.labels(ax, "encoder", "probe test accuracy (%)")
     ax.set_title(f"nb_mim {cfg.dataset}: probe accuracy", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     plotting.save(fig, path)

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import torch
 
-from . import _nb_mim_train as T
+from . import _claims_nb, _nb_mim_train as T
 from . import runner
 from . import settings as checks
 
@@ -85,7 +85,8 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     random = T.baseline_summary(base, cfg)
     _plot(ctx.run_dir, cfg, points, random)
     return {"dataset": cfg.dataset, "draws": pairs, "points": points, "summary": summary, "random": random,
-            "table": table(cfg, data, summary, random, len(pairs))}
+            "table": table(cfg, data, summary, random, len(pairs)),
+            "claims": _claims_nb.mim_ablation(cfg, summary, bool(runner.differences(cfg)))}
 
 
 def summarize(cfg: Config, points: list) -> dict:

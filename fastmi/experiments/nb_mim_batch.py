@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from . import _nb_mim_train as T
+from . import _claims_nb, _nb_mim_train as T
 from . import runner
 from . import settings as checks
 
@@ -69,7 +69,8 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
                          "opt_steps": r.final["opt_steps"]} for (m, b), r in runs.items()}
     random = T.baseline_summary(base, cfg)
     _plot(ctx.run_dir / "nb_mim_batch.png", cfg, grid, random)
-    return {"dataset": cfg.dataset, "grid": grid, "random": random, "table": table(cfg, data, grid, random)}
+    return {"dataset": cfg.dataset, "grid": grid, "random": random, "table": table(cfg, data, grid, random),
+            "claims": _claims_nb.mim_batch(cfg, grid, bool(runner.differences(cfg)))}
 
 
 def table(cfg: Config, data, grid: dict, random) -> str:
@@ -119,10 +120,10 @@ def _plot(path, cfg: Config, grid: dict, random) -> None:
                         fontsize=7, color="k")
         ax.set_xticks(range(len(xs)), xs, fontsize=7)
         ax.set_yticks(range(len(ys)), ys, fontsize=7)
-        ax.set_xlabel("BS")
-        ax.set_ylabel("MBS")
+        plotting.labels(ax, "BS (batch size)", "MBS (mini-batch size)")
         ax.set_title(f"{title}" + (f"\n({cfg.dataset})" if "ours" in title else ""), fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="probe test accuracy (%)")
+        ax.grid(False)
     if random:
         axes[0].text(0.0, -0.32, f"random encoder: {T.pct(random['first128_best']['best'])}%", transform=axes[0].transAxes,
                      fontsize=7)

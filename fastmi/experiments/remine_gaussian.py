@@ -19,7 +19,7 @@ import torch
 from .. import functional as F
 from ..data import correlated_gaussian, mi_staircase
 from ..models import PairwiseConcatCritic, keras_normal_init_
-from . import plotting, runner
+from . import _claims_remine, plotting, runner
 from . import settings as checks
 
 NAME = "remine_gaussian"
@@ -130,13 +130,17 @@ def _plot(path, cfg: Config, runs: dict):
     fig, axes = plotting.grid(len(runs), max(1, min(6, len(runs) // 2 or 1)), size=(3.2, 2.8))
     for ax, (name, res) in zip(axes, runs.items()):
         est, true = plotting.column(res.rows, "mi"), plotting.column(res.rows, "true_mi")
-        ax.plot(est, lw=0.3, alpha=0.35, c="tab:blue")
+        steps = np.arange(len(est))
+        plotting.curve(ax, steps, est, lw=0.3, alpha=0.35, c="tab:blue")   # non-finite steps: the diverged marker
         ax.plot(plotting.ema(est, cfg.ema_span), lw=1.0, c="tab:blue")
         ax.plot(true, "k--", lw=0.8)
-        ax.set_ylim(-1, max(cfg.levels) + 2)
+        ax.set_ylim(-1, max(cfg.levels) + 2)   # a window on the staircase: estimates beyond it leave the frame
         base = name[2:] if name.startswith("re") and name[2:] in BASE else name
-        ax.set_title(("Re" if base != name else "") + LABELS[base], fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
+        off = int(np.sum(np.isfinite(est) & ((est < -1) | (est > max(cfg.levels) + 2))))
+        plotting.labels(ax, "step", "MI estimate (nats)", ("Re" if base != name else "") + LABELS[base]
+                        + (f" ({off} steps off the axis)" if off else ""))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.suptitle(f"20-D Gaussian staircase{' (cubic)' if cfg.cubic else ''}: estimates, EMA span {cfg.ema_span}, "
                  "true MI dashed", fontsize=10)
     plotting.save(fig, path)
@@ -178,7 +182,7 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     steps = len(schedule(cfg))
     return {"stages": stats,
             "seconds_per_step": {n: runs[n].seconds / steps for n in order},
-            "table": table(cfg, stats)}
+            "table": table(cfg, stats), "claims": _claims_remine.gaussian(cfg, stats, bool(runner.differences(cfg)))}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 from .. import functional as F
 from ..data import all_onehot_pairs, onehot_mi, onehot_pairs
 from ..models import ConcatCritic
-from . import plotting, runner
+from . import _claims_remine, plotting, runner
 from . import settings as checks
 
 NAME = "remine_onehot"
@@ -134,34 +134,37 @@ def summarize(cfg: Config, res: runner.JobResult) -> dict:
 
 
 def _plot_runs(path, cfg, runs: dict, title: str, log=False):
-    plt = plotting.pyplot()
     fig, axes = plotting.grid(len(runs), 2, size=(5.0, 3.2))
     true = onehot_mi(cfg.n_classes)
     for ax, (label, res) in zip(axes, runs.items()):
         est = label.split(" ")[0]
         second = "log mean e^T (marginal)" if "dv" in est else "mean e^(T-1) (marginal)"
         for key, lab in (("mi", "estimate"), ("first", "mean T (joint)"), ("second", second)):
-            ax.plot(plotting.column(res.rows, key), lw=0.8, label=lab)
+            y = plotting.column(res.rows, key)
+            plotting.curve(ax, np.arange(len(y)), y, label=lab, lw=0.8)
         ax.axhline(true, ls="--", c="k", lw=0.8, label=f"true MI = log {cfg.n_classes}")
         if log:
             ax.set_yscale("symlog")
-        ax.set_title(label)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        plotting.labels(ax, "SGD step", "value (nats)" + (", symlog" if log else ""), label)
+        ax.legend()
     fig.suptitle(title)
     plotting.save(fig, path)
-    del plt
 
 
 def _plot_outputs(path, cfg, runs: dict):
     fig, axes = plotting.grid(len(runs), 4, size=(3.0, 2.8))
     for ax, (label, res) in zip(axes, runs.items()):
         out = np.array(res.final["critic_outputs"], dtype=np.float64)
-        im = ax.imshow(out, cmap="viridis")
+        im = ax.imshow(np.where(np.isfinite(out), out, np.nan), cmap="viridis")
+        bad = ~np.isfinite(out)
+        if bad.any():  # non-finite critic outputs: the diverged marker on their cells (imshow leaves them blank)
+            r, c = np.nonzero(bad)
+            ax.scatter(c, r, label=plotting.DIVERGED_LABEL, **{**plotting.DIVERGED_STYLE, "clip_on": True})
+            ax.legend(fontsize=6)
         ax.set_title(f"{label}\njoint {np.mean(np.diag(out)):.2f}, marginal {np.mean(out):.2f}", fontsize=8)
-        ax.set_xlabel("y")
-        ax.set_ylabel("x")
-        ax.figure.colorbar(im, ax=ax, fraction=0.046)
+        plotting.labels(ax, "y (one-hot index)", "x (one-hot index)")
+        ax.grid(False)
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, label="T(x, y)")
     fig.suptitle("critic outputs T(x, y) after training (diagonal = joint pairs)")
     plotting.save(fig, path)
 
@@ -169,14 +172,15 @@ def _plot_outputs(path, cfg, runs: dict):
 def _plot_sweep(path, cfg, runs: dict):
     fig, axes = plotting.grid(2, 2, size=(5.5, 3.5))
     for c, res in runs.items():
-        axes[0].plot(plotting.column(res.rows, "second"), lw=0.8, label=f"C = {c:g}")
-        axes[1].plot(plotting.column(res.rows, "mi"), lw=0.8, label=f"C = {c:g}")
-    axes[0].set_title(f"ReDV second term log mean e^T (lambda = {cfg.sweep_reg_weight:g})")
-    axes[1].set_title("ReDV estimate")
-    axes[1].axhline(onehot_mi(cfg.n_classes), ls="--", c="k", lw=0.8)
+        for ax, key in zip(axes, ("second", "mi")):
+            y = plotting.column(res.rows, key)
+            plotting.curve(ax, np.arange(len(y)), y, label=f"C = {c:g}", lw=0.8)
+    axes[1].axhline(onehot_mi(cfg.n_classes), ls="--", c="k", lw=0.8, label=f"true MI = log {cfg.n_classes}")
+    plotting.labels(axes[0], "SGD step", "log mean e^T, marginal (nats)",
+                    f"ReDV second term (lambda = {cfg.sweep_reg_weight:g})")
+    plotting.labels(axes[1], "SGD step", "MI estimate (nats)", "ReDV estimate")
     for ax in axes:
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        ax.legend()
     plotting.save(fig, path)
 
 
@@ -238,7 +242,8 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     summary = {k: summarize(cfg, r) for k, r in runs.items()}
     sweep = {c: summarize(cfg, r) for c, r in sweep_runs.items()}
     return {"true_mi": onehot_mi(cfg.n_classes), "runs": summary,
-            "target_sweep": {f"{c:g}": s for c, s in sweep.items()}, "table": table(cfg, summary, sweep)}
+            "target_sweep": {f"{c:g}": s for c, s in sweep.items()}, "table": table(cfg, summary, sweep),
+            "claims": _claims_remine.onehot(cfg, summary, sweep, bool(runner.differences(cfg)))}
 
 
 if __name__ == "__main__":

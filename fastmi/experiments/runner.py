@@ -76,6 +76,7 @@ class RunContext:
     quick: bool = False
     progress: bool = True
     stop_after: Optional[int] = None   # testing hook: stop (Interrupted) after this many steps in this session
+    unavailable: dict = dataclasses.field(default_factory=dict)   # optional package -> what is skipped without it
     seconds: dict = dataclasses.field(default_factory=dict)
     _steps_run: int = 0
 
@@ -229,6 +230,29 @@ def missing_requirements(module, cfg) -> Optional[str]:
     what = "; ".join(f"{n} ({why})" for n, why in missing.items())
     pip = " ".join(PIP_NAMES.get(n, n) for n in missing)
     return f"{module.NAME} needs {what}: pip install {pip}"
+
+
+def missing_optional(module, cfg) -> dict[str, str]:
+    """{import name: what is skipped without it} of the packages ``module.optional(cfg)`` names that do
+    not import here (a run goes on without them, with a warning)."""
+    out = {}
+    for name, why in (module.optional(cfg) if hasattr(module, "optional") else {}).items():
+        try:
+            importlib.import_module(name)
+        except Exception:  # ImportError, or a broken install
+            out[name] = why
+    return out
+
+
+def optional_line(module, missing: dict, refused: bool = False) -> str:
+    """The one line saying what runs without the optional packages ``missing`` (or, ``refused``: why
+    the run needs them)."""
+    what = "; ".join(f"{n} is not installed, so {why} is skipped" for n, why in missing.items())
+    pip = " ".join(PIP_NAMES.get(n, n) for n in missing)
+    if refused:
+        return (f"{module.NAME} needs {', '.join(missing)} ({'; '.join(missing.values())}): pip install {pip} "
+                f"({getattr(module, 'OPTIONAL_OFF', 'or turn it off with --set')}; --quick skips it with a warning)")
+    return f"{module.NAME}: warning: {what} (pip install {pip})"
 
 
 def data_sources(module, cfg, ctx) -> list:
@@ -393,6 +417,9 @@ def run_experiment(module, cfg, ctx: RunContext) -> dict:
     missing = missing_requirements(module, cfg)
     if missing:
         raise MissingRequirement(missing)
+    ctx.unavailable = missing_optional(module, cfg)
+    if ctx.unavailable:
+        print(optional_line(module, ctx.unavailable), file=sys.stderr, flush=True)
     prov = provenance.collect(ctx.backend, ctx.device)
     config = {"experiment": module.NAME, "config": dataclasses.asdict(cfg),
               "runner": {"seed": ctx.seed, "quick": ctx.quick, "device": ctx.device, "backend": ctx.backend,
@@ -415,6 +442,8 @@ def run_experiment(module, cfg, ctx: RunContext) -> dict:
     t0 = time.perf_counter()
     results = module.run(cfg, ctx)
     table = results.pop("table", "")
+    if ctx.unavailable:
+        results["skipped"] = [optional_line(module, ctx.unavailable)]
     results = {"experiment": module.NAME, **results,
                "seconds": {"total_this_session": time.perf_counter() - t0, "jobs": dict(ctx.seconds)},
                "data_read": data_log.reads(), "provenance": prov}

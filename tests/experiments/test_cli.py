@@ -111,16 +111,29 @@ def test_missing_optional_package_is_named_up_front(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_foolbox_is_needed_only_for_the_attack(tmp_path, monkeypatch):
-    proc = fastmi("run", "vim_mnist", "--quick", "--out", str(tmp_path / "runs"), cwd=tmp_path,
-                  fake_missing=["foolbox"], tmp=tmp_path)
-    assert_usage_error(proc, "vim_mnist needs foolbox", "--set attack_n=0")
+def test_without_foolbox_quick_skips_the_attack_with_a_warning_and_the_paper_run_is_one_line(tmp_path, monkeypatch):
+    from fastmi.data import write_fake_dataset
+
+    data = write_fake_dataset("fashion-mnist", tmp_path / "data", n_train=40, n_test=20)
+    tiny = ["--set", "hidden=8", "--set", "k=2", "--set", "n_train=40", "--set", "n_test=20", "--set", "epochs=1",
+            "--set", "batch_size=10", "--set", "models=baseline", "--set", "sweep_betas=", "--set", "k2_models=",
+            "--set", "kmeans_init=1", "--set", "attack_steps=2", "--set", "attack_binary_steps=1"]
+    common = ["run", "vim_mnist", "--data-dir", str(data), "--out", str(tmp_path / "runs"), "--no-progress", *tiny]
+    proc = fastmi(*common, cwd=tmp_path, fake_missing=["foolbox"], tmp=tmp_path)          # the paper's settings
+    assert_usage_error(proc, "vim_mnist needs foolbox", "--set attack_n=0", "--quick skips it")
     assert not (tmp_path / "runs").exists()
+    proc = fastmi(*common, "--quick", cwd=tmp_path, fake_missing=["foolbox"], tmp=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    warning = [line for line in proc.stderr.splitlines() if "foolbox" in line]
+    assert len(warning) == 1 and "warning" in warning[0] and "CW-L2 attack" in warning[0] and "skipped" in warning[0]
+    assert "CW-L2 attack (Table 2): skipped, foolbox is not installed" in proc.stdout
+    saved = json.loads((tmp_path / "runs" / "vim_mnist-quick-seed0" / "results.json").read_text())
+    assert "foolbox" in saved["skipped"][0] and "attack_l2" not in saved["models"]["baseline"]
     from fastmi.experiments import runner, vim_mnist
 
     monkeypatch.setitem(sys.modules, "foolbox", None)          # import foolbox fails in this process too
-    assert "foolbox" in runner.missing_requirements(vim_mnist, runner.make_config(vim_mnist, True, []))
-    assert runner.missing_requirements(vim_mnist, runner.make_config(vim_mnist, True, ["attack_n=0"])) is None
+    assert "foolbox" in runner.missing_optional(vim_mnist, runner.make_config(vim_mnist, True, []))
+    assert runner.missing_optional(vim_mnist, runner.make_config(vim_mnist, True, ["attack_n=0"])) == {}
 
 
 def test_help_lists_the_settings_and_version(tmp_path):
@@ -175,7 +188,9 @@ def test_datasets_decided_and_read_are_recorded(tmp_path):
     data = make_idx_folder(tmp_path / "data")
     results = run_tiny("nb_filters", tmp_path / "run", data_dir=data)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["data"] == [{"dataset": "fashion-mnist", "path": str(data.resolve()), "how": "idx files in --data-dir"}]
+    (found,) = config["data"]
+    assert found["dataset"] == "fashion-mnist" and found["path"] == str(data.resolve())
+    assert found["how"].startswith("idx files in --data-dir; identified as fashion-mnist from the mean pixel 0.49")
     assert {(r["dataset"], r["split"], r["path"]) for r in results["data_read"]} == {
         ("fashion-mnist", "train", str(data.resolve())), ("fashion-mnist", "test", str(data.resolve()))}
 

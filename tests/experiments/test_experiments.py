@@ -12,16 +12,27 @@ from experiments._experiment_helpers import make_idx_folder, one_thread, run_tin
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_tiny_run_writes_run_folder(name, tmp_path, capsys):
+    from fastmi.experiments import plotting
+
     data = tiny_data_dir(name, tmp_path)
     run_dir = tmp_path / "run"
+    plotting.PROBLEMS.clear()
     results = run_tiny(name, run_dir, data_dir=data)
+    assert plotting.PROBLEMS == [], "figure panels without axis labels"
     for f in ("config.json", "metrics.csv", "results.json", "table.txt"):
         assert (run_dir / f).is_file(), f
     assert list(run_dir.glob("*.png")), "no figure written"
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved["experiment"] == name and "seconds" in saved
     assert "Settings that differ from the paper" in (run_dir / "table.txt").read_text()
-    assert "run folder" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "run folder" in out
+    # the paper's claims: decided from the run (True / False / None), printed after the table
+    assert saved["claims"], "no paper claim stated"
+    for c in saved["claims"]:
+        assert c["held"] in (True, False, None) and c["paper"] and c["measured"]
+        assert c["held"] is True or c["shown_by"], c          # not shown here: which preset shows it
+    assert sum(line.startswith("claim: ") for line in out.splitlines()) == len(saved["claims"])
     header = (run_dir / "metrics.csv").read_text().splitlines()[0]
     assert header.startswith("job,")
     assert results

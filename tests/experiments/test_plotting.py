@@ -1,0 +1,80 @@
+"""fastmi.experiments.plotting: diverged / non-finite values are a distinct marker (never clipped into
+the range of the real values, never drawn as 0), and a panel without axis labels is caught."""
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from fastmi.experiments import _benchmark, plotting  # noqa: E402
+
+
+def _markers(ax):
+    """(x, y in axes coordinates) of the diverged markers drawn on ``ax``."""
+    out = []
+    for coll in ax.collections:
+        if coll.get_label() == plotting.DIVERGED_LABEL or (len(coll.get_offsets()) and
+                                                            tuple(coll.get_edgecolor()[0][:3]) == (1.0, 0.0, 0.0)):
+            out += [tuple(p) for p in coll.get_offsets()]
+    return out
+
+
+def test_bars_draw_real_values_and_mark_the_rest():
+    fig, (ax,) = plotting.grid(1, 1)
+    plotting.bars(ax, [0, 1, 2, 3, 4], [1.5, math.nan, -1e30, math.inf, -3.0], 0.4, label="ours")
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches)
+    assert heights == [-3.0, 1.5]                      # only real values are bars: NaN is no 0-height bar
+    marks = _markers(ax)
+    assert sorted(x for x, _ in marks) == [1, 2, 3]
+    assert dict(marks)[2] == 0.0 and dict(marks)[1] == 1.0   # negative at the bottom edge, NaN at the top
+    lo, hi = ax.get_ylim()
+    assert lo <= -3.0 < 1.5 <= hi and lo > -100         # the axis spans the real values, not -1e30, not cut at -1
+    assert plotting.DIVERGED_LABEL in ax.get_legend_handles_labels()[1]
+    texts = [t.get_text() for t in ax.texts]
+    assert "nan" in texts and "-1e+30" in texts and "inf" in texts
+    plotting.pyplot().close(fig)
+
+
+def test_curve_marks_where_a_run_blew_up():
+    fig, (ax,) = plotting.grid(1, 1)
+    y = np.array([1.0, 2.0, math.nan, math.nan, 3.0, math.inf])
+    plotting.curve(ax, np.arange(6), y, label="estimate")
+    assert sorted(x for x, _ in _markers(ax)) == [2, 5]   # the first step of each non-finite stretch
+    plotting.pyplot().close(fig)
+
+
+def test_unlabeled_panels_are_named(tmp_path, capsys):
+    fig, axes = plotting.grid(2, 2)
+    plotting.labels(axes[0], "step", "MI estimate (nats)", "labelled")
+    axes[1].set_title("bare")
+    assert plotting.unlabeled(fig) == ["bare"]
+    plotting.PROBLEMS.clear()
+    plotting.save(fig, tmp_path / "f.png")
+    assert plotting.PROBLEMS == [(str(tmp_path / "f.png"), ["bare"])] and "bare" in capsys.readouterr().err
+    plotting.PROBLEMS.clear()
+
+
+def test_the_clb_panel_keeps_diverged_runs_apart_from_real_values(tmp_path, monkeypatch):
+    """The issue: values below -1 were clipped to -1 and NaN drawn as 0 (which reads as the paper's 0 = diverged)."""
+    cfg = _benchmark.BenchConfig(dataset="fashion-mnist", estimators=("mine", "nwj", "smile"), reg_weights=(0.1,))
+    cell = lambda mi, acc: {"mi": mi, "mi_ci": math.nan, "acc": acc, "acc_ci": math.nan}  # noqa: E731
+    summary = {"mine": {"original": cell(-57.9, 0.55), "regularized": cell(-57.0, 0.6)},
+               "nwj": {"original": cell(math.nan, 0.104), "regularized": cell(-8090.0, 0.6)},
+               "smile": {"original": cell(-4.5, 0.13), "regularized": cell(-2e4, 0.55)}}
+    seen = {}
+    real_save = plotting.save
+    monkeypatch.setattr(plotting, "save", lambda fig, path: (seen.setdefault("fig", fig), real_save(fig, path)))
+    _benchmark._plot(tmp_path / "clb.png", cfg, "clb", summary)
+    mi_ax, acc_ax = seen["fig"].axes[:2]
+    assert plotting.unlabeled(seen["fig"]) == []
+    assert "nats" in mi_ax.get_ylabel() and "accuracy" in acc_ax.get_ylabel()
+    lo, _ = mi_ax.get_ylim()
+    assert lo <= -8090.0                                # a real value far below -1 is drawn where it is
+    assert len(_markers(mi_ax)) == 2                    # NaN and -2e4 (beyond 1e4): the marker, not a bar
+    assert min(p.get_height() for p in mi_ax.patches) == pytest.approx(-8090.0)
+    assert mi_ax.get_yscale() == "symlog"               # -8090 and -57 both readable
+    # the paper's own "0 = diverged" (NWJ, SMILE original on CIFAR-10) is a mark too, not a dash at 0
+    assert "paper: diverged (its 0)" in mi_ax.get_legend_handles_labels()[1]
+    dashes = [tuple(p) for c in mi_ax.collections if c.get_label() == "paper (CIFAR)" for p in c.get_offsets()]
+    assert dashes and all(y != 0.0 for _, y in dashes)
