@@ -435,17 +435,15 @@ def figures(run_dir, cfg, models: dict, base: dict, samples: dict, test_x, inter
     ax.axhline(base["pixels_probe"], ls="--", c="k", lw=0.8, label="raw pixels")
     ax.axhline(base["random_probe_z"], ls=":", c="gray", lw=0.8, label="untrained encoder (z)")
     ax.set_xscale("log")
-    ax.set_xlabel("test reconstruction MSE per value (images in [0, 1])")
-    ax.set_ylabel("linear-probe test accuracy (%)")
-    ax.set_title(f"hybrid on {cfg.dataset}: one point per alpha", fontsize=9)
+    plotting.labels(ax, "test reconstruction MSE per value (images in [0, 1]; alpha=0: untrained decoder)",
+                    "linear-probe test accuracy (%)", f"hybrid on {cfg.dataset}: one point per alpha")
     ax.legend(fontsize=7)
     plotting.save(fig, run_dir / "tradeoff.png")
 
     def show(ax, img, title=None):
         ax.imshow(img.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy(), cmap="gray" if img.shape[0] == 1 else None,
                   vmin=0, vmax=1)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set_axis_off()  # a picture, not a plot: no axes to label
         if title:
             ax.set_title(title, fontsize=7)
 
@@ -467,7 +465,8 @@ def figures(run_dir, cfg, models: dict, base: dict, samples: dict, test_x, inter
         for m, mode in enumerate(("z", "y", "y_hat")):
             for j in range(t):
                 show(axes[3 * p + m][j], frames[mode][p, j])
-            axes[3 * p + m][0].set_ylabel(f"{names[mode]}\n{move[mode]:.1e}", fontsize=6)
+            axes[3 * p + m][0].text(-0.08, 0.5, f"{names[mode]}\n{move[mode]:.1e}", transform=axes[3 * p + m][0].transAxes,
+                                    ha="right", va="center", fontsize=6)
     fig.suptitle("interpolations t = 0 .. 1 (left to right); number: mean MSE/value of t=1 vs t=0 over pairs",
                  fontsize=7)
     plotting.save(fig, run_dir / "interpolations.png")
