@@ -45,9 +45,10 @@ def reconstruction_mse(images: torch.Tensor, recon: torch.Tensor) -> dict:
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
-                 epochs: int, seed: int, num_classes: int) -> float:
-    """Test accuracy (in [0, 1]) of a linear probe on standardised flattened features."""
-    train_x, test_x = train_x.flatten(1).float(), test_x.flatten(1).float()
+                 epochs: int, seed: int, num_classes: int, device="cpu") -> float:
+    """Test accuracy (in [0, 1]) of a linear probe on standardised flattened features (trained on ``device``)."""
+    train_x, test_x = train_x.flatten(1).float().to(device), test_x.flatten(1).float().to(device)
+    train_y, test_y = train_y.to(device), test_y.to(device)
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     result = probe.train_probe((train_x - mean) / std, train_y, (test_x - mean) / std, test_y, epochs=epochs,
                                lr=1e-3, batch_size=256, val_fraction=0.1, patience=5, num_classes=num_classes,

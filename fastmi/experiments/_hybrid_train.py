@@ -86,9 +86,11 @@ def train_step(model: HybridModel, aug: nn.Module, opt: torch.optim.Optimizer, x
         view_k = aug(x)
         q = model.moco.query(view_q)
         k = model.moco.keys(view_k, generator)
+        _sync(x)
         t0 = time.perf_counter()
         contrastive = moco_loss(model.moco.logits(q, k), cfg.moco_loss, backend)
-        row["moco_loss_ms"] = 1e3 * (time.perf_counter() - t0)
+        _sync(x)
+        row["moco_loss_ms"] = 1e3 * (time.perf_counter() - t0)  # forward only (logits + loss)
         row["moco"] = float(contrastive.detach())
         total = total + (1 - alpha) * contrastive
     if alpha > 0:
@@ -107,6 +109,12 @@ def train_step(model: HybridModel, aug: nn.Module, opt: torch.optim.Optimizer, x
     return row
 
 
+def _sync(t: torch.Tensor) -> None:
+    """Wait for the GPU, so that a timer around GPU work measures the work, not its launch."""
+    if t.is_cuda:
+        torch.cuda.synchronize(t.device)
+
+
 def time_moco_losses(n: int, k: int, dim: int, temperature: float, repeats: int = 20, device="cpu",
                      backend: str = "auto") -> dict:
     """Median ms of forward + backward of the fused and the reference MoCo loss at the run's shapes
@@ -119,8 +127,10 @@ def time_moco_losses(n: int, k: int, dim: int, temperature: float, repeats: int 
     for _ in range(repeats + 2):
         for kind in times:
             logits = scores.clone().requires_grad_(True)
+            _sync(logits)
             t0 = time.perf_counter()
             moco_loss(logits, kind, backend).backward()
+            _sync(logits)
             times[kind].append(time.perf_counter() - t0)
     med = {kind: 1e3 * sorted(ts[2:])[len(ts[2:]) // 2] for kind, ts in times.items()}
     return {"n": n, "queue": k, "dim": dim, "fused_ms": med["fused"], "reference_ms": med["reference"],

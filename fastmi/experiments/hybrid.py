@@ -200,7 +200,7 @@ def score(model, cfg, data: tuple, n_classes: int, ctx) -> dict:
     for name, a, b in (("z", z_train, z_test), ("y", parts_train[0], parts_test[0]),
                        ("y_hat", parts_train[1], parts_test[1])):
         out[f"probe_{name}"] = 100 * ev.linear_probe(a, train_y, b, test_y, epochs=cfg.probe_epochs,
-                                                     seed=ctx.seed, num_classes=n_classes)
+                                                     seed=ctx.seed, num_classes=n_classes, device=ctx.device)
     return out
 
 
@@ -220,7 +220,7 @@ def baselines(ctx, cfg, data: tuple, n_classes: int) -> dict:
         model = tr.HybridModel(cfg, train_x.shape[1], train_x.shape[-1]).to(ctx.device)
         random = score(model, cfg, data, n_classes, ctx)
         pixels = 100 * ev.linear_probe(train_x, train_y, test_x, test_y, epochs=cfg.probe_epochs, seed=ctx.seed,
-                                       num_classes=n_classes)
+                                       num_classes=n_classes, device=ctx.device)
         return {"pixels_probe": pixels, **{f"random_{k}": v for k, v in random.items()}}
 
     return ctx.loop("baselines", {}, lambda i: None, 0, finish=finish).final
