@@ -18,7 +18,7 @@ $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || { echo "fastmi set-up: installing $(TORCH_SPEC) (a large download)"; $(PY) -m pip install -q "$(TORCH_SPEC)"; }
 	@echo "fastmi set-up: test, benchmark and experiment packages"
-	$(PY) -m pip install -q numpy pytest hypothesis pytest-benchmark expecttest ninja tqdm matplotlib scikit-learn setuptools wheel
+	$(PY) -m pip install -q numpy pytest hypothesis pytest-benchmark expecttest ninja tqdm matplotlib scikit-learn setuptools wheel kornia torchmetrics scipy
 	$(PY) -m pip install -q "foolbox==3.3.4"
 	@($(PY) -m pip install -q "$(TORCHVISION_SPEC)" && $(PY) -c "import torchvision") 2>/dev/null || { $(PY) -m pip uninstall -y -q torchvision 2>/dev/null; echo "fastmi: no torchvision build that works with this torch; --download of CIFAR/STL-10 needs one (reading their files does not)"; }
 	@$(PY) -m pip install -q triton || echo "fastmi: triton could not be installed; its tests will be skipped"

@@ -17,7 +17,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from . import benchruns, distributed, experiments, markers, torchmist
+from . import benchruns, distributed, experiments, hybrid, markers, torchmist
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,6 +50,7 @@ GENERATORS = {
     "experiment-runs": lambda c: experiments.runs_list(c.results, c.doc),
     "claims": lambda c, paper=None: experiments.claims_summary(c.results, c.doc, paper),
     "dms-draws": lambda c, runs: experiments.dms_draws(c.results, c.doc, runs),
+    "hybrid-table1": lambda c, run: hybrid.table1(c.results, c.doc, run),
 }
 
 

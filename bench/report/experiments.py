@@ -39,11 +39,16 @@ def result_data(results: Path, run: str) -> dict:
 
 
 def wall_seconds(results: Path, run: str) -> float | None:
-    """The run's wall time as its results.json records it (None for a run without one)."""
+    """The run's wall time as its results.json records it (None for a run without one). A run resumed
+    after its jobs finished spent most of its time in earlier sessions: its jobs' recorded seconds
+    (kept across sessions) are counted when they are more than this session's total."""
     path = run_dir(results, run) / "results.json"
     if not path.exists():
         return None
-    return json.loads(path.read_text()).get("seconds", {}).get("total_this_session")
+    seconds = json.loads(path.read_text()).get("seconds", {})
+    total = seconds.get("total_this_session")
+    jobs = sum(v for v in seconds.get("jobs", {}).values() if isinstance(v, (int, float)))
+    return max(total, jobs) if total is not None else None
 
 
 def lookup(data, path: str):

@@ -10,7 +10,7 @@ import importlib
 # name -> one-line summary lives in each module (SUMMARY); the order here is the listing order
 EXPERIMENTS = ("remine_onehot", "remine_gaussian", "remine_slb", "remine_clb", "remine_ood", "remine_imagenet",
                "nb_dms_2d", "nb_filters", "nb_filters_v1", "nb_dms_images", "nb_mim", "nb_mim_batch",
-               "nb_mim_ablation", "nb_mim_curves", "vim_mnist", "vim_cifar")
+               "nb_mim_ablation", "nb_mim_curves", "vim_mnist", "vim_cifar", "hybrid")
 
 
 def get_experiment(name: str):

@@ -47,10 +47,17 @@ TINY = {
                   "attack_steps": 10, "attack_binary_steps": 2, "kmeans_init": 1, "eval_batch": 16},
     "vim_cifar": {"widths": (4, 4, 4, 4), "k": 3, "epochs": 2, "batch_size": 10, "sigmas": (1.0,), "betas": (1e-3,),
                   "n_train": 40, "n_test": 20, "lr_milestones": (1,), "kmeans_init": 1, "eval_batch": 16},
+    "hybrid": {"dataset": "fashion-mnist", "n_train": 40, "n_test": 20, "widths": (4, 4), "cells": 1,
+               "alphas": (0.0, 0.5, 1.0), "hybrid_alpha": 0.5, "epochs": 1, "batch_size": 8, "head_hidden": 8,
+               "moco_dim": 8, "queue_size": 16, "key_bn_groups": 2, "probe_epochs": 2, "ddim_alphas": (0.5,),
+               "ddim_width": 8, "ddim_epochs": 1, "diffusion_steps": 20, "sampling_steps": 5, "n_samples": 12,
+               "n_fid": 12, "classifier_epochs": 1, "interp_pairs": 2, "interp_frames": 3, "log_every": 1,
+               "ckpt_every": 2},
 }
 
 # experiments that read a dataset: the fake one their tiny run gets (fastmi.data.write_fake_dataset)
-TINY_DATA = {"vim_mnist": "fashion-mnist", "vim_cifar": "cifar10", "remine_imagenet": "imagenet"}
+TINY_DATA = {"vim_mnist": "fashion-mnist", "vim_cifar": "cifar10", "remine_imagenet": "imagenet",
+             "hybrid": "fashion-mnist"}
 
 
 def tiny_config(name: str, **over):
