@@ -74,9 +74,10 @@ def plot(path, cfg: Config, runs: dict, dataset: str) -> None:
         ax.imshow(nb_filters.mosaic(w, cfg.n_show), cmap=cmap, vmin=0.5 * w.min(), vmax=0.5 * w.max(),
                   interpolation="nearest")
         ax.set_title(f"MIM-{prior}: dead {100 * res.final['dead']:.0f}% ({PAPER[prior]})", fontsize=9)
-        ax.set_xlabel("28 x 28 px first-layer filters (grey scale: weight)")
         ax.set_xticks([])
         ax.set_yticks([])
+        plotting.labels(ax, "filters, 28 x 28 pixels each (grey: weight, scale 0.5 x min..max)", "filters")
+        ax.grid(False)
     fig.suptitle(f"alpha={cfg.alpha:g}, beta={cfg.beta:g}, {dataset}, {cfg.epochs} epochs")
     plotting.save(fig, path)
 

@@ -78,7 +78,7 @@ def test_errors_name_the_argument(tmp_path):
     with pytest.raises(ValueError, match="n_train"):
         write_fake_dataset("cifar10", tmp_path, n_train=0)
     with pytest.raises(ValueError, match="name must be one of"):
-        write_fake_dataset("imagenet", tmp_path)
+        write_fake_dataset("svhn", tmp_path)
     (tmp_path / "stl10_binary").mkdir()
     np.zeros(100, dtype=np.uint8).tofile(tmp_path / "stl10_binary" / "train_X.bin")
     with pytest.raises(ValueError, match="not a multiple"):
