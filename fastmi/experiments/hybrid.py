@@ -286,12 +286,14 @@ def train_ddim(ctx, cfg, alpha: float, data: tuple, jobs: dict) -> torch.Tensor:
         return {"loss": float(loss.detach())} if i % cfg.log_every == 0 else None
 
     def finish() -> dict:
+        torch.save(diffusion.state_dict(), artifact(ctx, f"{job}.model.pt"))
         diffusion.eval()
         sample_gen = torch.Generator().manual_seed(seed + 1)
         chunks = []
         for start in range(0, cfg.n_samples, 500):
             n = min(500, cfg.n_samples - start)
-            zs_new = diffusion.sample(n, tuple(z.shape[1:]), cfg.sampling_steps, sample_gen, ctx.device)
+            zs_new = diffusion.sample(n, tuple(z.shape[1:]), cfg.sampling_steps, sample_gen, ctx.device,
+                                      clip=float(zs.abs().max()))  # the training latents' range
             chunks.append(ev.decode(model, zs_new * std + mean).cpu())
         torch.save(torch.cat(chunks), samples_path)
         return {"samples": cfg.n_samples}
@@ -364,7 +366,7 @@ def decide_claims(cfg, models: dict, base: dict, movement: dict) -> list:
                                 "nearly as well as the autoencoder",
                                 f"MoCo-v2 alone (alpha=0) is {margin:+.1f} points from an untrained encoder's probe "
                                 "accuracy (z): at this scale there is no contrastive gain to keep", None,
-                                "fastmi run hybrid --set dataset=fashion-mnist (the CPU run of docs/papers/002-hybrid.md)"))
+                                "fastmi run hybrid --data-dir DIR --device cuda (CIFAR-10 at the paper's scale; not measured)"))
     elif 0.0 in models and 1.0 in models and len(models) > 2:
         moco, ae = models[0.0], models[1.0]
         good = [a for a, r in models.items() if 0 < a < 1 and r["probe_z"] >= 0.9 * moco["probe_z"]

@@ -146,6 +146,9 @@ def test_ddim_with_the_exact_denoiser_lands_on_the_data_point():
     diffusion.net = _OracleDenoiser(c, diffusion.alpha_bars)
     out = diffusion.sample(3, (2, 4, 4), sampling_steps=10, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out, c.expand(3, -1, -1, -1), atol=1e-4)
+    out = diffusion.sample(3, (2, 4, 4), sampling_steps=10, generator=torch.Generator().manual_seed(0),
+                           clip=float(c.abs().max()) + 0.1)
+    assert torch.allclose(out, c.expand(3, -1, -1, -1), atol=1e-4)
 
 
 def test_ddim_sampling_is_deterministic_given_the_generator_and_training_loss_is_finite():
@@ -174,3 +177,20 @@ def test_train_step_moves_the_key_networks_and_fills_the_queue():
     assert not torch.equal(model.moco.queue.keys[:4], keys_before[:4])
     assert torch.equal(model.moco.queue.keys[4:], keys_before[4:])
     assert any(not torch.equal(a, b) for a, b in zip(key_params, model.moco.key_head.parameters()))
+
+
+class _BiasedDenoiser(nn.Module):
+    """Predicts half of z_t as the noise: right in direction, wrong in size (an undertrained model)."""
+
+    def forward(self, z, t):
+        return 0.5 * z
+
+
+def test_clipping_keeps_ddim_samples_in_the_datas_range_where_an_inexact_denoiser_explodes():
+    diffusion = LatentDiffusion(2, 8, steps=1000)
+    diffusion.net = _BiasedDenoiser()
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    wild = diffusion.sample(4, (2, 4, 4), 50, gen())
+    tame = diffusion.sample(4, (2, 4, 4), 50, gen(), clip=3.0)
+    assert wild.abs().max() > 20
+    assert tame.abs().max() <= 3.0 + 1e-5
