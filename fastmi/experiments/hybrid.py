@@ -430,7 +430,7 @@ def figures(run_dir, cfg, models: dict, base: dict, samples: dict, test_x, inter
     alphas = sorted(models)
     for key, marker, label in (("probe_z", "o", "probe on z"), ("probe_y", "s", "probe on y")):
         ax.plot([models[a]["mse_per_value"] for a in alphas], [models[a][key] for a in alphas], marker=marker,
-                label=label)
+                linestyle="none", label=label)
     for a in alphas:
         ax.annotate(f"alpha={a:g}", (models[a]["mse_per_value"], models[a]["probe_z"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
@@ -447,7 +447,7 @@ def figures(run_dir, cfg, models: dict, base: dict, samples: dict, test_x, inter
                   vmin=0, vmax=1)
         ax.set_axis_off()  # a picture, not a plot: no axes to label
         if title:
-            ax.set_title(title, fontsize=7)
+            ax.set_title(title, fontsize=7, loc="left")  # runs on over the row's other pictures
 
     cols = 8
     panels = [("test images", test_x[:cols * 2])] + [(f"DDIM samples, alpha={a:g}", s[:cols * 2])
