@@ -24,14 +24,22 @@ def _f(v, spec=".2f"):
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
-def mnist(plan_: dict, rows: dict, scaled: bool) -> list:
+def table_trio(plan_: dict, rows: dict):
+    """The rows of the table's first baseline, VIB and VIM models, or None when one is missing."""
     pick = {}
     for job, (spec, _, _, role) in plan_.items():
         if role == "table":
             pick.setdefault(spec.objective, rows[job])
     if not {"baseline", "vib", "vim"} <= set(pick):
+        return None
+    return pick["baseline"], pick["vib"], pick["vim"]
+
+
+def mnist(plan_: dict, rows: dict, scaled: bool) -> list:
+    trio = table_trio(plan_, rows)
+    if trio is None:
         return []
-    b, vib, vim = pick["baseline"], pick["vib"], pick["vim"]
+    b, vib, vim = trio
     shown = f"fastmi run vim_mnist (the paper's settings, 200 epochs; {NOT_MEASURED})"
     out = []
     held = vim["test_error"] < vib["test_error"] < b["test_error"]

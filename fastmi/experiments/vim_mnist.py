@@ -250,13 +250,10 @@ def table(cfg: Config, dataset: str, note: str, rows: dict, plan_: dict, attack_
 
 def orderings(plan_: dict, rows: dict) -> list:
     """Which of the paper's orderings hold among baseline, VIB and VIM at the table's first VIB / VIM."""
-    pick = {}
-    for job, (spec, _, _, role) in plan_.items():
-        if role == "table":
-            pick.setdefault(spec.objective, rows[job])
-    if not {"baseline", "vib", "vim"} <= set(pick):
+    trio = _claims_vim.table_trio(plan_, rows)
+    if trio is None:
         return []
-    b, vib, vim = pick["baseline"], pick["vib"], pick["vim"]
+    b, vib, vim = trio
 
     def held(ok):
         return "held" if ok else "did not hold"
