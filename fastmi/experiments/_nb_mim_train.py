@@ -63,6 +63,28 @@ class MIMSettings:
         checks.items(self, "probe_lrs", checks.positive_numbers, "learning rates > 0")
 
 
+@dataclasses.dataclass
+class DrawnSettings(MIMSettings):
+    """MIMSettings plus section 5.2.1's random (alpha, beta) draws (MBS 500, BS 2000): n_random with
+    alpha ~ U[0, alpha_max] and beta ~ U[0, beta_max], n_alpha0 with alpha = 0, n_beta0 with beta = 0."""
+    mbs: int = 500
+    bs: int = 2000
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    n_random: int = 32
+    n_alpha0: int = 5
+    n_beta0: int = 5
+    alpha_max: float = 10.0
+    beta_max: float = 5.0
+
+    def validate(self):
+        super().validate()
+        checks.int_at_least(self, 0, "n_random", "n_alpha0", "n_beta0")
+        checks.need(self.n_random + self.n_alpha0 + self.n_beta0 >= 1, "n_random + n_alpha0 + n_beta0",
+                    "at least 1 (one run)", self.n_random + self.n_alpha0 + self.n_beta0)
+        checks.non_negative(self, "alpha_max", "beta_max")
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderRun:
     """The settings of one encoder training job (what the grids and sweeps vary)."""

@@ -46,33 +46,41 @@ PAPER_DEAD = {(0.0, 4.0): "majority dead", (4.0, 0.0): "not dead; memorise input
 
 
 @dataclasses.dataclass
-class Config:
-    """Paper defaults (App F.3, MIM_MNIST_filter.ipynb)."""
+class NetSettings:
+    """The filter MLP and its training (App F.3, MIM_MNIST_filter.ipynb), shared with nb_filters_v1."""
     dataset: str = "auto"              # mnist when its idx files are found, else fashion-mnist
-    settings: tuple = runner.subset_field(((0.0, 4.0), (4.0, 0.0), (4.0, 4.0)))   # (alpha, beta)
     hidden: tuple = (500, 500)
     dim_out: int = 100
-    prior: str = "v2"
     lr: float = 1e-3
     batch: int = 500
     epochs: int = 50
     n_train: int = 0                   # 0: the whole training set
-    n_test: int = 0                     # 0: the whole test set
-    n_show: int = runner.runner_field(100)        # filters drawn per setting
+    n_test: int = 0                    # 0: the whole test set
+    n_show: int = runner.runner_field(100)        # filters drawn per trained network
 
     def paper_value(self, name, value):
         return runner.whole_split_paper_value(name, value, "MNIST")
 
     def validate(self):
         checks.one_of(self, "dataset", ("auto", "mnist", "fashion-mnist"))
-        checks.items(self, "settings", lambda s: len(s) == 2 and all(checks.is_number(v) and v >= 0 for v in s),
-                     "(alpha, beta) pairs of numbers >= 0, e.g. [[0,4],[4,4]]")
-        checks.one_of(self, "prior", ("v1", "v2"))
         checks.items(self, "hidden", checks.positive_ints, "positive ints")
         checks.int_at_least(self, 2, "batch", "dim_out")
         checks.int_at_least(self, 1, "epochs", "n_show")
         checks.int_at_least(self, 0, "n_train", "n_test")
         checks.positive(self, "lr")
+
+
+@dataclasses.dataclass
+class Config(NetSettings):
+    """Paper defaults (App F.3, MIM_MNIST_filter.ipynb): MIM-v2 at three (alpha, beta)."""
+    settings: tuple = runner.subset_field(((0.0, 4.0), (4.0, 0.0), (4.0, 4.0)))   # (alpha, beta)
+    prior: str = "v2"
+
+    def validate(self):
+        super().validate()
+        checks.items(self, "settings", lambda s: len(s) == 2 and all(checks.is_number(v) and v >= 0 for v in s),
+                     "(alpha, beta) pairs of numbers >= 0, e.g. [[0,4],[4,4]]")
+        checks.one_of(self, "prior", ("v1", "v2"))
 
 
 QUICK = {"epochs": 5, "n_train": 20000}

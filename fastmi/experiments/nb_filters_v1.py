@@ -32,33 +32,17 @@ dataset_names = nb_filters.dataset_names
 
 
 @dataclasses.dataclass
-class Config:
-    """Paper defaults (App F.2-F.3; the network and optimiser of MIM_MNIST_filter.ipynb)."""
-    dataset: str = "auto"              # mnist when its idx files are found, else fashion-mnist
+class Config(nb_filters.NetSettings):
+    """Paper defaults (App F.2-F.3; the network and optimiser of MIM_MNIST_filter.ipynb): v1 and v2 at
+    alpha = beta = 4."""
     priors: tuple = runner.subset_field(("v1", "v2"))
     alpha: float = 4.0
     beta: float = 4.0
-    hidden: tuple = (500, 500)
-    dim_out: int = 100
-    lr: float = 1e-3
-    batch: int = 500
-    epochs: int = 50
-    n_train: int = 0                   # 0: the whole training set
-    n_test: int = 0                    # 0: the whole test set
-    n_show: int = runner.runner_field(100)        # filters drawn per prior
-
-    def paper_value(self, name, value):
-        return runner.whole_split_paper_value(name, value, "MNIST")
 
     def validate(self):
-        checks.one_of(self, "dataset", ("auto", "mnist", "fashion-mnist"))
+        super().validate()
         checks.items(self, "priors", lambda p: p in ("v1", "v2"), "priors among v1, v2")
         checks.non_negative(self, "alpha", "beta")
-        checks.items(self, "hidden", checks.positive_ints, "positive ints")
-        checks.int_at_least(self, 2, "batch", "dim_out")
-        checks.int_at_least(self, 1, "epochs", "n_show")
-        checks.int_at_least(self, 0, "n_train", "n_test")
-        checks.positive(self, "lr")
 
 
 QUICK = {"epochs": 5, "n_train": 20000}

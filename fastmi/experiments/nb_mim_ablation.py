@@ -30,28 +30,15 @@ PAPER = {"best": 83.59, "random": 67.97, "random_min": 58.59}   # CIFAR-10, firs
 
 
 @dataclasses.dataclass
-class Config(T.MIMSettings):
+class Config(T.DrawnSettings):
     """Paper defaults (section 5.2.1): 42 runs per configuration, MBS 500, BS 2000."""
-    mbs: int = 500
-    bs: int = 2000
-    lr: float = 1e-3
-    weight_decay: float = 0.0
     priors: tuple = ("v1", "v2")
     pools: tuple = (0, 2)
-    n_random: int = 32                 # alpha ~ U[0, alpha_max], beta ~ U[0, beta_max]
-    n_alpha0: int = 5                  # alpha = 0, beta ~ U[0, beta_max]
-    n_beta0: int = 5                   # beta = 0, alpha ~ U[0, alpha_max]
-    alpha_max: float = 10.0
-    beta_max: float = 5.0
 
     def validate(self):
         super().validate()
         checks.items(self, "priors", lambda p: p in ("v1", "v2"), "'v1' / 'v2'")
         checks.items(self, "pools", lambda p: checks.is_int(p) and p >= 0, "ints >= 0 (0: 4 states, 2: 8 states)")
-        checks.int_at_least(self, 0, "n_random", "n_alpha0", "n_beta0")
-        checks.need(self.n_random + self.n_alpha0 + self.n_beta0 >= 1, "n_random + n_alpha0 + n_beta0",
-                    "at least 1 (one run)", self.n_random + self.n_alpha0 + self.n_beta0)
-        checks.non_negative(self, "alpha_max", "beta_max")
         T.EncoderRun.of(self, alpha=0.0, beta=0.0, prior=self.priors[0], pool=self.pools[0])
 
 

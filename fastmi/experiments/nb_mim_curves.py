@@ -20,7 +20,6 @@ import numpy as np
 
 from . import _nb_mim_train as T
 from . import claims, nb_mim_ablation, plotting, runner
-from . import settings as checks
 
 NAME = "nb_mim_curves"
 REQUIRES = T.REQUIRES
@@ -30,26 +29,13 @@ PAPER = {"mim_start": 65.0, "random_start": 47.0}    # "~65% on average" / "~47%
 
 
 @dataclasses.dataclass
-class Config(T.MIMSettings):
+class Config(T.DrawnSettings):
     """Paper defaults (App F.3 with section 5.2.1's setting): v2 with scaling, 42 draws, MBS 500, BS 2000."""
-    mbs: int = 500
-    bs: int = 2000
-    lr: float = 1e-3
-    weight_decay: float = 0.0
     prior: str = "v2"
     pool: int = 2
-    n_random: int = 32
-    n_alpha0: int = 5
-    n_beta0: int = 5
-    alpha_max: float = 10.0
-    beta_max: float = 5.0
 
     def validate(self):
         super().validate()
-        checks.int_at_least(self, 0, "n_random", "n_alpha0", "n_beta0")
-        checks.need(self.n_random + self.n_alpha0 + self.n_beta0 >= 1, "n_random + n_alpha0 + n_beta0",
-                    "at least 1 (one run)", self.n_random + self.n_alpha0 + self.n_beta0)
-        checks.non_negative(self, "alpha_max", "beta_max")
         T.EncoderRun.of(self, alpha=0.0, beta=0.0)
 
 
