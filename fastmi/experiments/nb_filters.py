@@ -190,23 +190,26 @@ def mosaic(filters: np.ndarray, n: int, side: int = 28, cols: int = 10) -> np.nd
     return out
 
 
+def draw_filters(ax, res: runner.JobResult, n_show: int, title: str) -> None:
+    """The first ``n_show`` first-layer filters of one trained MLP on the notebook's grey scale
+    (0.5 x the weights' min..max), untrained gaps white."""
+    w = np.asarray(res.final["filters"], dtype=np.float64)
+    cmap = plotting.pyplot().cm.gray.with_extremes(bad="white")
+    ax.imshow(mosaic(w, n_show), cmap=cmap, vmin=0.5 * w.min(), vmax=0.5 * w.max(), interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    plotting.labels(ax, "filters, 28 x 28 pixels each (grey: weight, scale 0.5 x min..max)", "filters")
+    ax.grid(False)
+
+
 def plot(path, cfg: Config, runs: dict, dataset: str) -> None:
-    """Figures 3-4: the first ``n_show`` filters per setting, on the notebook's scale (0.5 x global min/max)."""
-    plt = plotting.pyplot()
+    """Figures 3-4: the first ``n_show`` filters per setting."""
     fig, axes = plotting.grid(len(runs), len(runs), size=(4.6, 5.0))
     for ax, ((alpha, beta), res) in zip(axes, runs.items()):
-        w = np.asarray(res.final["filters"], dtype=np.float64)
-        img = mosaic(w, cfg.n_show)
-        cmap = plt.cm.gray.with_extremes(bad="white")
-        ax.imshow(img, cmap=cmap, vmin=0.5 * w.min(), vmax=0.5 * w.max(), interpolation="nearest")
-        ax.set_title(f"alpha={alpha:g}, beta={beta:g}: dead {100 * res.final['dead']:.0f}%", fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        plotting.labels(ax, "filters, 28 x 28 pixels each (grey: weight, scale 0.5 x min..max)", "filters")
-        ax.grid(False)
+        draw_filters(ax, res, cfg.n_show, f"alpha={alpha:g}, beta={beta:g}: dead {100 * res.final['dead']:.0f}%")
     fig.suptitle(f"First-layer filters, Neural Bayes-MIM ({cfg.prior}), {dataset}")
     plotting.save(fig, path)
-    del plt
 
 
 def table(cfg: Config, summary: dict, dataset: str, note: str) -> str:

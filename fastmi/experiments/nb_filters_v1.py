@@ -19,8 +19,6 @@ import dataclasses
 import sys
 import types
 
-import numpy as np
-
 from . import claims, nb_filters, plotting, runner
 from . import settings as checks
 
@@ -50,18 +48,10 @@ QUICK = {"epochs": 5, "n_train": 20000}
 
 def plot(path, cfg: Config, runs: dict, dataset: str) -> None:
     """Figure 3 beside Figure 4 (bottom): the first ``n_show`` filters of each prior."""
-    plt = plotting.pyplot()
     fig, axes = plotting.grid(len(runs), len(runs), size=(4.6, 5.0))
     for ax, (prior, res) in zip(axes, runs.items()):
-        w = np.asarray(res.final["filters"], dtype=np.float64)
-        cmap = plt.cm.gray.with_extremes(bad="white")
-        ax.imshow(nb_filters.mosaic(w, cfg.n_show), cmap=cmap, vmin=0.5 * w.min(), vmax=0.5 * w.max(),
-                  interpolation="nearest")
-        ax.set_title(f"MIM-{prior}: dead {100 * res.final['dead']:.0f}% ({PAPER[prior]})", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        plotting.labels(ax, "filters, 28 x 28 pixels each (grey: weight, scale 0.5 x min..max)", "filters")
-        ax.grid(False)
+        dead = f"dead {100 * res.final['dead']:.0f}%"
+        nb_filters.draw_filters(ax, res, cfg.n_show, f"MIM-{prior}: {dead} ({PAPER[prior]})")
     fig.suptitle(f"alpha={cfg.alpha:g}, beta={cfg.beta:g}, {dataset}, {cfg.epochs} epochs")
     plotting.save(fig, path)
 
