@@ -48,8 +48,8 @@ bench-torchmist: setup
 	$(PY) -m bench.bench_torchmist
 
 # regenerate every table of measured numbers in README.md and docs/ from bench/results and results/
-report:
-	$(PYTHON) -m bench.report
+report: setup
+	$(PY) -m bench.report
 
 clean:
 	rm -rf build *.egg-info fastmi/_C*.so fastmi/_cpu_*.so fastmi/_build_info.json $(VENV)

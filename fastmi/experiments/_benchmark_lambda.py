@@ -19,39 +19,49 @@ def _lams(summary: dict) -> list:
     return sorted({float(k) for s in summary.values() for k in s["all"] if k != "0"})
 
 
+def _fmt(v) -> str:
+    """A cell value: "diverged" when not finite, 3 significant digits beyond 1e4 (a blown-up estimate)."""
+    if not math.isfinite(v):
+        return "diverged"
+    return f"{v:.3g}" if abs(v) >= 1e4 else f"{v:.3f}"
+
+
 def plot(path, cfg, bench: str, summary: dict) -> None:
-    """Two panels (MI estimate, test accuracy) against lambda on a log axis, one line per estimator;
-    a non-finite mean (every seed diverged) is drawn as an x at the panel's bottom, never dropped."""
+    """Two panels (MI estimate, test accuracy) against lambda on a log axis, one line per estimator, the
+    original (lambda = 0) as a dashed level in the estimator's colour. A value that diverged (not finite,
+    or beyond +-1e4) is the shared diverged marker named after its estimator, never a point that would
+    flatten the rest; a diverged original is named in the legend. Symlog when a real value passes 50."""
     lams = _lams(summary)
     fig, axes = plotting.grid(2, 2, size=(5.0, 3.6))
     colors = plotting.pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, key, label in ((axes[0], "mi", "MI estimate (nats, last epoch)"), (axes[1], "acc", "test accuracy")):
-        bad, bad_orig = [], []
+        stacks, real = {}, []
         for i, (est, s) in enumerate(summary.items()):
             c = colors[i % len(colors)]
             vals = np.array([s["all"][f"{lam:g}"][key] for lam in lams], dtype=np.float64)
             ci = np.array([s["all"][f"{lam:g}"][f"{key}_ci"] for lam in lams], dtype=np.float64)
-            ok = np.isfinite(vals)
-            ax.errorbar(np.array(lams)[ok], vals[ok], yerr=np.where(np.isfinite(ci), ci, 0.0)[ok], color=c,
-                        marker="o", ms=4, capsize=2, lw=1.2, label=est)
-            bad += [(lam, c) for lam, fin in zip(lams, ok) if not fin]
+            ok = np.array([not plotting.is_diverged(v) for v in vals], dtype=bool)
             orig = s["all"]["0"][key]
-            if math.isfinite(orig):
+            name = est if not plotting.is_diverged(orig) else f"{est} (original: {_fmt(orig)})"
+            ax.errorbar(np.array(lams)[ok], vals[ok], yerr=np.where(np.isfinite(ci), ci, 0.0)[ok], color=c,
+                        marker="o", ms=4, capsize=2, lw=1.2, label=name)
+            real += [abs(v) for v in vals[ok]]
+            if not plotting.is_diverged(orig):
                 ax.axhline(orig, color=c, ls="--", lw=0.8, alpha=0.7)
-            else:
-                bad_orig.append(c)
-        low = ax.get_ylim()[0]
-        for k, (lam, c) in enumerate(bad):
-            ax.scatter([lam], [low], marker="x", color=c, s=40, zorder=3,
-                       label="no finite estimate" if k == 0 else None)
-        for k, c in enumerate(bad_orig):   # the original's level is missing: a square at the left edge
-            ax.scatter([min(lams)], [low], marker="s", facecolors="none", edgecolors=c, s=60, zorder=3,
-                       label="original: no finite estimate" if k == 0 else None)
+                real.append(abs(orig))
+            for lam, v in zip(np.array(lams)[~ok], vals[~ok]):
+                n = stacks.setdefault(lam, 0)
+                plotting.mark_diverged(ax, [lam], [v], name=f"{est} ", stack=n)
+                stacks[lam] = n + 1
+        ylabel = label
+        if real and max(real) > 50:    # one estimator far off would flatten the others
+            ax.set_yscale("symlog", linthresh=1.0)
+            ax.margins(y=0.08)
+            ylabel += ", symlog scale"
         ax.set_xscale("log")
-        ax.set_xlabel("regularization strength lambda")
-        ax.set_ylabel(label)
-        ax.set_title(f"{bench.upper()} {cfg.dataset}: {label.split(' (')[0]} vs lambda (dashed: original)", fontsize=8)
-        ax.grid(alpha=0.3)
+        plotting.labels(ax, "regularization strength lambda", ylabel)
+        ax.set_title(f"{bench.upper()} {cfg.dataset}: {label.split(' (')[0]} vs lambda (dashed: original)",
+                     fontsize=8, pad=4 + 7 * max(stacks.values(), default=0))
         ax.legend(fontsize=7)
     plotting.save(fig, path)
 
@@ -59,11 +69,10 @@ def plot(path, cfg, bench: str, summary: dict) -> None:
 def lines(summary: dict) -> list:
     """Figure 6 as text: per estimator, MI | accuracy at lambda = 0 and each lambda."""
     lams = _lams(summary)
-    f = lambda v: "diverged" if not math.isfinite(v) else f"{v:.3f}"  # noqa: E731
     out = ["Figure 6 (MI | accuracy against lambda; 0 = original): "
            + "  ".join(f"lambda={lam:g}" for lam in [0.0] + lams)]
     for est, s in summary.items():
-        cells = [f"{f(s['all'][f'{lam:g}']['mi'])} | {f(s['all'][f'{lam:g}']['acc'])}" for lam in [0.0] + lams]
+        cells = [f"{_fmt(s['all'][f'{lam:g}']['mi'])} | {_fmt(s['all'][f'{lam:g}']['acc'])}" for lam in [0.0] + lams]
         out.append(f"  {est:<8} " + "   ".join(cells))
     return out
 

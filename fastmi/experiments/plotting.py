@@ -58,9 +58,11 @@ def is_diverged(v, limit: float = DIVERGED_ABS) -> bool:
     return v is None or not math.isfinite(v) or abs(v) > limit
 
 
-def mark_diverged(ax, xs, values, limit: float = DIVERGED_ABS, note: bool = True) -> int:
+def mark_diverged(ax, xs, values, limit: float = DIVERGED_ABS, note: bool = True, name: str = "",
+                  stack: int = 0) -> int:
     """Draw each diverged value (None, NaN, +-inf, |v| > limit) as a red 'x' at the panel's top edge
-    (NaN, positive) or bottom edge (negative), with its value written beside it; returns how many.
+    (NaN, positive) or bottom edge (negative), with its value written beside it (after ``name``, and
+    ``stack`` lines away from the edge when several series may diverge at one x); returns how many.
     The legend gets one "diverged / non-finite" entry per panel."""
     import matplotlib.transforms as mtransforms
 
@@ -74,8 +76,10 @@ def mark_diverged(ax, xs, values, limit: float = DIVERGED_ABS, note: bool = True
         ax.scatter([x], [0.0 if low else 1.0], transform=trans, label=None if (have or i) else DIVERGED_LABEL,
                    **DIVERGED_STYLE)
         if note:
-            text = "nan" if v is None or math.isnan(v) else f"{v:.2g}"
-            ax.annotate(text, (x, 0.0 if low else 1.0), xycoords=trans, xytext=(3, 4 if not low else -9),
+            text = name + ("nan" if v is None or math.isnan(v) else f"{v:.2g}")
+            shift = 7 * stack
+            ax.annotate(text, (x, 0.0 if low else 1.0), xycoords=trans,
+                        xytext=(3, 4 + shift if not low else -9 - shift),
                         textcoords="offset points", fontsize=6, color="red", annotation_clip=False)
     return len(pts)
 

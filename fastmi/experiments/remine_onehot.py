@@ -1,12 +1,14 @@
-"""Choi & Lee, appendix D.2 / Figures 1-4: drift and explosion of DV and NWJ on one-hot pairs, and
-their removal by the regularizer (ReDV / ReNWJ); the target sweep of Figure 4.
+"""Choi & Lee, appendix D.2 / Figures 1-5: drift and explosion of DV and NWJ on one-hot pairs, and
+their removal by the regularizer (ReDV / ReNWJ, Figure 5 as identified in docs/papers/003-remine.md);
+the target sweep of Figure 4.
 
 x is uniform over N = 16 one-hot vectors and y = x (I = log 16 = 2.773 nats). The critic is
 concat -> Linear(32, 64) -> ReLU -> Linear(64, 1, no bias), trained with SGD (lr 0.1) for 3000 steps
 on B joint pairs and B independently drawn marginal pairs, with batch 100 (stable) and 32 (unstable).
 Reported: the drift of the second term (slope over the last 1000 steps) for DV vs ReDV, the largest
 critic magnitude of the batch-32 runs, and the final estimates; figures of the estimate, its two
-terms, and the critic's outputs on all N x N pairs.
+terms, and the critic's outputs on all N x N pairs; ``batch_sweep.png``: the largest |T| and the final
+estimate of each estimator against the batch size (``--set batches=100,64,32,16,8`` for a sweep).
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ from . import _claims_remine, plotting, runner
 from . import settings as checks
 
 NAME = "remine_onehot"
-SUMMARY = "Choi & Lee Figs 1-4: DV/NWJ drift and explosion on 16 one-hot pairs vs ReDV/ReNWJ, target sweep"
+SUMMARY = "Choi & Lee Figs 1-5: DV/NWJ drift and explosion on 16 one-hot pairs vs ReDV/ReNWJ, target sweep"
 ESTIMATORS = ("dv", "redv", "nwj", "renwj")
+LABELS = {"dv": "DV", "redv": "ReDV", "nwj": "NWJ", "renwj": "ReNWJ"}
 REQUIRES = {"matplotlib": "its figures"}
 
 
@@ -36,7 +39,7 @@ class Config:
     hidden: int = 64
     lr: float = 0.1
     steps: int = 3000
-    batches: tuple = (100, 32)            # stable, unstable
+    batches: tuple = (100, 32)            # stable, then the unstable small batch(es) of Figs 3 and 5
     reg_weight: float = 1.0               # lambda of ReDV / ReNWJ (Figs 1-3)
     reg_target: float = 0.0               # C
     renwj_clip: float = 10.0              # ReNWJ's estimate on clip(T, -10, 10) (authors' code)
@@ -184,13 +187,55 @@ def _plot_sweep(path, cfg, runs: dict):
     plotting.save(fig, path)
 
 
+def _plot_batches(path, cfg, summary: dict):
+    """Largest |T| and final estimate against the batch size, one line per estimator (Figs 3 and 5 in
+    one view); the estimates on symlog when one passes 50, so that an exploded DV (1e9) is drawn beside
+    log 16; a non-finite value is the diverged marker with the estimator's name."""
+    fig, axes = plotting.grid(2, 2, size=(5.0, 3.6))
+    batches = sorted(cfg.batches)
+    stacks = {}
+    for est in ESTIMATORS:
+        for ax, key in zip(axes, ("max_abs_t", "final_mi")):
+            ys = [summary[f"{est}-b{b}"][key] for b in batches]
+            real = [(b, y) for b, y in zip(batches, ys) if math.isfinite(y)]
+            ax.plot([b for b, _ in real], [y for _, y in real], marker="o", ms=3, lw=1, label=LABELS[est])
+            for b, y in zip(batches, ys):
+                if not math.isfinite(y):
+                    n = stacks.setdefault((key, b), 0)
+                    plotting.mark_diverged(ax, [b], [y], math.inf, name=LABELS[est] + " ", stack=n)
+                    stacks[(key, b)] = n + 1
+    axes[0].set_yscale("log")
+    wild = any(abs(s["final_mi"]) > 50 for s in summary.values() if math.isfinite(s["final_mi"]))
+    if wild:   # an exploded DV (1e9) would flatten log 16 and the regularized estimates
+        axes[1].set_yscale("symlog", linthresh=10.0)
+    axes[1].axhline(onehot_mi(cfg.n_classes), ls="--", c="k", lw=0.8, label=f"true MI = log {cfg.n_classes}")
+    plotting.labels(axes[0], "batch size (pairs)", "largest |T| during training (log scale)")
+    plotting.labels(axes[1], "batch size (pairs)",
+                    "MI estimate, mean of last 500 steps (nats" + (", symlog)" if wild else ")"))
+    axes[0].set_title("critic magnitude against batch size", pad=16)
+    axes[1].set_title("final estimate against batch size", pad=16)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.minorticks_off()
+        ax.legend()
+    fig.suptitle(f"one-hot, {cfg.steps} SGD steps, lambda = {cfg.reg_weight:g} (ReDV, ReNWJ)")
+    plotting.save(fig, path)
+
+
 def _fmt(v, spec=".3f"):
-    return "nan" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+    """``v`` in ``spec``; NaN as "nan", and |v| >= 1e4 (an exploded run) in 3 significant digits so that
+    the table's columns stay apart."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "nan"
+    if abs(v) >= 1e4:
+        spec = "+.3g" if spec.startswith("+") else ".3g"
+    return format(v, spec)
 
 
 def table(cfg: Config, summary: dict, sweep: dict) -> str:
     true = onehot_mi(cfg.n_classes)
-    lines = [f"remine_onehot (Choi & Lee, Figs 1-4): N = {cfg.n_classes}, true MI = {true:.3f} nats, "
+    lines = [f"remine_onehot (Choi & Lee, Figs 1-5): N = {cfg.n_classes}, true MI = {true:.3f} nats, "
              f"{cfg.steps} SGD steps, lr {cfg.lr}",
              f"{'run':<14}{'final MI':>10}{'2nd term':>10}{'slope/1k steps':>16}{'max |T|':>11}{'non-finite':>12}"]
     for key, s in summary.items():
@@ -198,8 +243,8 @@ def table(cfg: Config, summary: dict, sweep: dict) -> str:
                      f"{_fmt(s['second_term_slope'] * 1000, '+.3f'):>16}{_fmt(s['max_abs_t'], '.3g'):>11}"
                      f"{s['nonfinite_steps']:>12}")
     lines.append("Paper (figures, no numbers): DV's second term drifts at batch 100 while ReDV's stays at C; at "
-                 "batch 32 DV/NWJ critic outputs explode, ReDV/ReNWJ stay bounded; Fig 4: ReDV's second term "
-                 "settles at C while the estimate stays at log N.")
+                 "batch 32 DV/NWJ critic outputs explode (Fig 3), ReDV/ReNWJ stay bounded (Fig 5); Fig 4: ReDV's "
+                 "second term settles at C while the estimate stays at log N.")
     b0 = cfg.batches[0]
     if f"dv-b{b0}" in summary and f"redv-b{b0}" in summary:
         d, r = summary[f"dv-b{b0}"], summary[f"redv-b{b0}"]
@@ -240,6 +285,8 @@ def run(cfg: Config, ctx: runner.RunContext) -> dict:
     if sweep_runs:
         _plot_sweep(ctx.run_dir / "target_sweep.png", cfg, sweep_runs)
     summary = {k: summarize(cfg, r) for k, r in runs.items()}
+    if len(cfg.batches) > 1:
+        _plot_batches(ctx.run_dir / "batch_sweep.png", cfg, summary)
     sweep = {c: summarize(cfg, r) for c, r in sweep_runs.items()}
     return {"true_mi": onehot_mi(cfg.n_classes), "runs": summary,
             "target_sweep": {f"{c:g}": s for c, s in sweep.items()}, "table": table(cfg, summary, sweep),

@@ -30,6 +30,29 @@ def test_onehot_drift_and_explosion_follow_the_ratios():
                                                                       scaled=False))
 
 
+def test_onehot_batch_sweep_claims_only_the_papers_small_batches():
+    """A batch sweep (Figs 3 and 5) judges explosion at batch <= 32; batch 64 is no claim of the paper."""
+    cfg = remine_onehot.Config(batches=(100, 64, 32, 8))
+    summary = _onehot_summary(-0.7e-3, -0.02e-3, 165.0, 8.4)
+    summary.update({k.replace("b32", b): v for k, v in summary.items() if k.endswith("b32") for b in ("b64", "b8")})
+    summary["dv-b64"] = dict(summary["dv-b64"], max_abs_t=16.0)      # no explosion at 64
+    claims = _claims_remine.onehot(cfg, summary, {}, scaled=True)
+    batches = [c["paper"].split("at batch ")[1].split(" ")[0] for c in claims]
+    assert batches == ["100", "32", "8"] and all(c["held"] for c in claims)
+
+
+def test_onehot_table_keeps_exploded_columns_apart():
+    cfg = remine_onehot.Config(batches=(100, 16))
+    row = {"final_mi": 11235.309, "final_second": -34153.15, "second_term_slope": -65.164397, "max_abs_t": 4.06e5,
+           "nonfinite_steps": 0}
+    calm = {"final_mi": 2.8, "final_second": 0.0, "second_term_slope": 0.0, "max_abs_t": 9.0, "nonfinite_steps": 0}
+    summary = {f"{e}-b{b}": (row if (e, b) == ("dv", 16) else calm) for e in remine_onehot.ESTIMATORS
+               for b in cfg.batches}
+    lines = remine_onehot.table(cfg, summary, {}).splitlines()
+    dv16 = next(line for line in lines if line.startswith("dv-b16"))
+    assert dv16.split() == ["dv-b16", "1.12e+04", "-3.42e+04", "-6.52e+04", "4.06e+05", "0"]
+
+
 def test_clb_collapse_is_judged_from_accuracy_and_slb_needs_seeds():
     cfg = BenchConfig(dataset="fashion-mnist", estimators=("smile", "nwj", "tuba"), seeds=1)
     cell = lambda mi, acc: {"mi": mi, "acc": acc}  # noqa: E731

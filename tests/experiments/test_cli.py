@@ -141,7 +141,7 @@ def test_help_lists_the_settings_and_version(tmp_path):
     assert proc.returncode == 0
     rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("  ") and line.split()}
     assert "3000" in rows["steps"] and "600" in rows["steps"] and "int" in rows["steps"]        # paper, --quick
-    assert "100,32" in rows["batches"] and "stable, unstable" in rows["batches"]               # its comment
+    assert "100,32" in rows["batches"] and "stable, then the unstable" in rows["batches"]               # its comment
     assert "run setting" in rows["ckpt_every"]
     proc = fastmi("run", "nb_filters", "--help", cwd=tmp_path)
     assert "auto (MNIST)" in proc.stdout                                                       # the paper's value

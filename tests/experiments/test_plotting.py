@@ -78,3 +78,34 @@ def test_the_clb_panel_keeps_diverged_runs_apart_from_real_values(tmp_path, monk
     assert "paper: diverged (its 0)" in mi_ax.get_legend_handles_labels()[1]
     dashes = [tuple(p) for c in mi_ax.collections if c.get_label() == "paper (CIFAR)" for p in c.get_offsets()]
     assert dashes and all(y != 0.0 for _, y in dashes)
+
+
+def test_the_onehot_batch_sweep_marks_an_exploded_critic(tmp_path, monkeypatch):
+    """Figs 3 and 5 in one view: a critic or estimate that is not finite is the marker with the estimator's
+    name; a finite 9.6e37 or -1e30 stays a point."""
+    from fastmi.experiments import remine_onehot, runner
+
+    cfg = runner.make_config(remine_onehot, False, ["batches=100,32,8"])
+    row = lambda t, mi: {"max_abs_t": t, "final_mi": mi}  # noqa: E731
+    summary = {}
+    for b in cfg.batches:
+        summary.update({f"dv-b{b}": row(math.inf if b == 8 else 50.0, math.nan if b == 8 else 2.7),
+                        f"nwj-b{b}": row(9.6e37 if b == 8 else 12.0, -1e30 if b == 8 else 2.6),
+                        f"redv-b{b}": row(8.0, 2.7), f"renwj-b{b}": row(10.0, 2.7)})
+    seen = {}
+    real_save = plotting.save
+    monkeypatch.setattr(plotting, "save", lambda fig, path: (seen.setdefault("fig", fig), real_save(fig, path)))
+    remine_onehot._plot_batches(tmp_path / "batch_sweep.png", cfg, summary)
+    t_ax, mi_ax = seen["fig"].axes[:2]
+    assert plotting.unlabeled(seen["fig"]) == [] and (tmp_path / "batch_sweep.png").exists()
+    assert t_ax.get_yscale() == "log" and t_ax.get_xscale() == "log"
+    assert len(_markers(t_ax)) == 1                     # DV's inf at batch 8; NWJ's 9.6e37 is a real point
+    nwj = [line for line in t_ax.get_lines() if line.get_label() == "NWJ"][0]
+    assert max(nwj.get_ydata()) == pytest.approx(9.6e37)
+    assert len(_markers(mi_ax)) == 1                    # DV's NaN estimate, named
+    assert "DV nan" in [t.get_text() for t in mi_ax.texts] and "DV inf" in [t.get_text() for t in t_ax.texts]
+    assert mi_ax.get_yscale() == "symlog"               # NWJ's finite -1e30 is drawn where it is
+    nwj = [line for line in mi_ax.get_lines() if line.get_label() == "NWJ"][0]
+    assert min(nwj.get_ydata()) == pytest.approx(-1e30)
+    dv = [line for line in mi_ax.get_lines() if line.get_label() == "DV"][0]
+    assert sorted(dv.get_xdata()) == [32, 100]

@@ -48,6 +48,29 @@ def test_fig6_plot_and_lines_keep_a_diverged_lambda(tmp_path):
     assert "diverged | diverged" in lines[1]
 
 
+def test_fig6_plot_marks_a_blown_up_estimate_instead_of_flattening_the_rest(tmp_path, monkeypatch):
+    """The quick CLB run's JS ended at -4.9e34: drawn as a point it squashed every other line to 0."""
+    from fastmi.experiments import plotting
+
+    s = _summary({"mine": {0: (-53.6, 0.60), 0.1: (-36.1, 0.63)}, "js": {0: (-4.9e34, 0.09), 0.1: (math.nan, 0.1)},
+                  "nwj": {0: (math.nan, 0.1), 0.1: (-8092.0, 0.58)}})
+    seen = {}
+    real_save = plotting.save
+    monkeypatch.setattr(plotting, "save", lambda fig, path: (seen.setdefault("fig", fig), real_save(fig, path)))
+    _benchmark_lambda.plot(tmp_path / "f.png", remine_ood.Config(dataset="fashion-mnist"), "clb", s)
+    mi_ax = seen["fig"].axes[0]
+    assert plotting.unlabeled(seen["fig"]) == []
+    lo, hi = mi_ax.get_ylim()
+    assert lo > -1e5 and lo <= -8092.0                  # -8092 drawn, -4.9e34 not on the scale
+    assert mi_ax.get_yscale() == "symlog"
+    assert "js nan" in [t.get_text() for t in mi_ax.texts]
+    legend = mi_ax.get_legend_handles_labels()[1]
+    assert "js (original: -4.9e+34)" in legend and "nwj (original: diverged)" in legend
+    assert plotting.DIVERGED_LABEL in legend
+    line = _benchmark_lambda.lines(s)[2]
+    assert line.split() == ["js", "-4.9e+34", "|", "0.090", "diverged", "|", "0.100"]
+
+
 def test_tiny_clb_run_writes_the_lambda_sweep(tmp_path):
     data = make_idx_folder(tmp_path / "data")
     res = run_tiny("remine_clb", tmp_path / "run", data_dir=data,
