@@ -17,7 +17,8 @@ Resume: each job checkpoints every ``ckpt_every`` steps (models, optimizers, ran
 global torch RNG and the logged rows); ``--resume`` reloads finished jobs and continues the others
 from their last checkpoint, so on the CPU a resumed run ends with the same results as an
 uninterrupted one. A folder holding a run's work is never deleted or overwritten unless asked
-(``overwrite``); every check runs before the folder is touched.
+(``overwrite``); every check runs before the folder is touched; one run at a time writes a folder
+(``run_lock``).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from typing import Callable, Optional
 import torch
 
 from .._core.registry import BACKENDS
-from . import claims, provenance, settings
+from . import claims, provenance, run_lock, settings
 
 try:
     from tqdm.auto import tqdm
@@ -378,6 +379,7 @@ def check_run_folder(ctx: RunContext) -> None:
     run_dir = ctx.run_dir
     if ctx.resume and ctx.overwrite:
         raise RunFolderError("--resume continues the run in the folder, --overwrite replaces it: give one of them")
+    run_lock.check_free(run_dir)
     existing = next(p for p in [run_dir, *run_dir.parents] if p.exists() or p == p.parent)
     if existing.exists() and not existing.is_dir():
         raise RunFolderError(f"--out: {existing} is a file, not a folder; give --out a folder")
@@ -409,9 +411,8 @@ def clear_run_folder(run_dir: Path) -> None:
 
 def run_experiment(module, cfg, ctx: RunContext) -> dict:
     """Check everything, prepare ``ctx.run_dir``, run the experiment, write config/results/table, print
-    the table. Raises (before the folder is touched) RunFolderError, a missing dataset or package."""
-    from ..data import sources as data_log
-
+    the table. Raises (before the folder is touched) RunFolderError, a missing dataset or package; holds
+    the folder's lock (``run_lock``) from before its first write to the end."""
     run_dir = ctx.run_dir
     check_run_folder(ctx)
     missing = missing_requirements(module, cfg)
@@ -434,10 +435,22 @@ def run_experiment(module, cfg, ctx: RunContext) -> dict:
                                  "use --out for a new folder, or --overwrite to start over there")
         config["earlier_sessions"] = old.get("earlier_sessions", []) + [
             {k: old[k] for k in ("runner", "data", "provenance") if k in old}]
-    elif ctx.overwrite:
-        clear_run_folder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(_jsonable(config), indent=2) + "\n")
+    lock = run_lock.acquire(run_dir)
+    try:
+        if ctx.overwrite and not ctx.resume:
+            clear_run_folder(run_dir)
+        return _run_locked(module, cfg, ctx, config)
+    finally:
+        lock.release()
+
+
+def _run_locked(module, cfg, ctx: RunContext, config: dict) -> dict:
+    """``run_experiment`` once it holds the run folder: write config.json, run, write the results."""
+    from ..data import sources as data_log
+
+    run_dir = ctx.run_dir
+    (run_dir / "config.json").write_text(json.dumps(_jsonable(config), indent=2) + "\n")
     data_log.clear_reads()
     t0 = time.perf_counter()
     results = module.run(cfg, ctx)
@@ -446,7 +459,7 @@ def run_experiment(module, cfg, ctx: RunContext) -> dict:
         results["skipped"] = [optional_line(module, ctx.unavailable)]
     results = {"experiment": module.NAME, **results,
                "seconds": {"total_this_session": time.perf_counter() - t0, "jobs": dict(ctx.seconds)},
-               "data_read": data_log.reads(), "provenance": prov}
+               "data_read": data_log.reads(), "provenance": config["provenance"]}
     (run_dir / "results.json").write_text(json.dumps(_jsonable(results), indent=2) + "\n")
     claim_lines = claims.lines(results)
     if claim_lines:
