@@ -48,7 +48,8 @@ bench-torchmist: setup
 	$(PY) -m bench.bench_torchmist
 
 # regenerate every table of measured numbers in README.md and docs/ from bench/results and results/
-report: setup
+report:
+	@test -x $(PY) || { echo "make report: no $(PY): run make setup first" >&2; exit 2; }
 	$(PY) -m bench.report
 
 clean:

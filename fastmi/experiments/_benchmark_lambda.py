@@ -35,7 +35,7 @@ def plot(path, cfg, bench: str, summary: dict) -> None:
     fig, axes = plotting.grid(2, 2, size=(5.0, 3.6))
     colors = plotting.pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, key, label in ((axes[0], "mi", "MI estimate (nats, last epoch)"), (axes[1], "acc", "test accuracy")):
-        stacks, real = {}, []
+        real = []
         for i, (est, s) in enumerate(summary.items()):
             c = colors[i % len(colors)]
             vals = np.array([s["all"][f"{lam:g}"][key] for lam in lams], dtype=np.float64)
@@ -49,19 +49,18 @@ def plot(path, cfg, bench: str, summary: dict) -> None:
             if not plotting.is_diverged(orig):
                 ax.axhline(orig, color=c, ls="--", lw=0.8, alpha=0.7)
                 real.append(abs(orig))
-            for lam, v in zip(np.array(lams)[~ok], vals[~ok]):
-                n = stacks.setdefault(lam, 0)
-                plotting.mark_diverged(ax, [lam], [v], name=f"{est} ", stack=n)
-                stacks[lam] = n + 1
+            plotting.mark_diverged(ax, lams, vals, name=f"{est} ")
         ylabel = label
         if real and max(real) > 50:    # one estimator far off would flatten the others
             ax.set_yscale("symlog", linthresh=1.0)
             ax.margins(y=0.08)
             ylabel += ", symlog scale"
         ax.set_xscale("log")
+        if lams:   # from the lambdas, not the real points: a lambda where everything diverged stays inside
+            ax.set_xlim(min(lams) / 1.6, max(lams) * 1.6)
         plotting.labels(ax, "regularization strength lambda", ylabel)
         ax.set_title(f"{bench.upper()} {cfg.dataset}: {label.split(' (')[0]} vs lambda (dashed: original)",
-                     fontsize=8, pad=4 + 7 * max(stacks.values(), default=0))
+                     fontsize=8)
         ax.legend(fontsize=7)
     plotting.save(fig, path)
 

@@ -71,9 +71,9 @@ class DrawnSettings(MIMSettings):
     bs: int = 2000
     lr: float = 1e-3
     weight_decay: float = 0.0
-    n_random: int = 32
-    n_alpha0: int = 5
-    n_beta0: int = 5
+    n_random: int = 32                 # alpha ~ U[0, alpha_max], beta ~ U[0, beta_max]
+    n_alpha0: int = 5                  # alpha = 0, beta ~ U[0, beta_max]
+    n_beta0: int = 5                   # beta = 0, alpha ~ U[0, alpha_max]
     alpha_max: float = 10.0
     beta_max: float = 5.0
 

@@ -58,12 +58,11 @@ def is_diverged(v, limit: float = DIVERGED_ABS) -> bool:
     return v is None or not math.isfinite(v) or abs(v) > limit
 
 
-def mark_diverged(ax, xs, values, limit: float = DIVERGED_ABS, note: bool = True, name: str = "",
-                  stack: int = 0) -> int:
+def mark_diverged(ax, xs, values, limit: float = DIVERGED_ABS, note: bool = True, name: str = "") -> int:
     """Draw each diverged value (None, NaN, +-inf, |v| > limit) as a red 'x' at the panel's top edge
-    (NaN, positive) or bottom edge (negative), with its value written beside it (after ``name``, and
-    ``stack`` lines away from the edge when several series may diverge at one x); returns how many.
-    The legend gets one "diverged / non-finite" entry per panel."""
+    (NaN, positive) or bottom edge (negative), with ``name`` and its value written beside it, inside
+    the panel (clear of the title and the tick labels; notes at one x and edge stack away from the
+    edge); returns how many. The legend gets one "diverged / non-finite" entry per panel."""
     import matplotlib.transforms as mtransforms
 
     pts = [(x, v) for x, v in zip(xs, values) if is_diverged(v, limit)]
@@ -71,15 +70,19 @@ def mark_diverged(ax, xs, values, limit: float = DIVERGED_ABS, note: bool = True
         return 0
     trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
     have = DIVERGED_LABEL in ax.get_legend_handles_labels()[1]
+    if not hasattr(ax, "_fastmi_notes"):   # (x, bottom edge?) -> notes written there on this panel
+        ax._fastmi_notes = {}
+    taken = ax._fastmi_notes
     for i, (x, v) in enumerate(pts):
         low = v is not None and v < 0
         ax.scatter([x], [0.0 if low else 1.0], transform=trans, label=None if (have or i) else DIVERGED_LABEL,
                    **DIVERGED_STYLE)
         if note:
             text = name + ("nan" if v is None or math.isnan(v) else f"{v:.2g}")
-            shift = 7 * stack
+            n = taken.get((x, low), 0)
+            taken[(x, low)] = n + 1
             ax.annotate(text, (x, 0.0 if low else 1.0), xycoords=trans,
-                        xytext=(3, 4 + shift if not low else -9 - shift),
+                        xytext=(4, 3 + 7 * n if low else -9 - 7 * n),
                         textcoords="offset points", fontsize=6, color="red", annotation_clip=False)
     return len(pts)
 

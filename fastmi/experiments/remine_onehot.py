@@ -1,5 +1,5 @@
 """Choi & Lee, appendix D.2 / Figures 1-5: drift and explosion of DV and NWJ on one-hot pairs, and
-their removal by the regularizer (ReDV / ReNWJ, Figure 5 as identified in docs/papers/003-remine.md);
+their removal by the regularizer (ReDV / ReNWJ, Figure 5 as identified in docs/papers/003-choi-lee.md);
 the target sweep of Figure 4.
 
 x is uniform over N = 16 one-hot vectors and y = x (I = log 16 = 2.773 nats). The critic is
@@ -188,37 +188,34 @@ def _plot_sweep(path, cfg, runs: dict):
 
 
 def _plot_batches(path, cfg, summary: dict):
-    """Largest |T| and final estimate against the batch size, one line per estimator (Figs 3 and 5 in
-    one view); the estimates on symlog when one passes 50, so that an exploded DV (1e9) is drawn beside
-    log 16; a non-finite value is the diverged marker with the estimator's name."""
+    """Largest |T| (log scale) and final estimate against the batch size, one line per estimator (Figs 3
+    and 5 in one view). An estimate that is not finite or beyond +-1e4 (an exploded DV) is the diverged
+    marker with the estimator's name, so the estimates near log N stay readable; an estimator whose
+    estimate was non-finite at some steps says so in the legend (its |T| is the largest finite one)."""
     fig, axes = plotting.grid(2, 2, size=(5.0, 3.6))
     batches = sorted(cfg.batches)
-    stacks = {}
     for est in ESTIMATORS:
-        for ax, key in zip(axes, ("max_abs_t", "final_mi")):
-            ys = [summary[f"{est}-b{b}"][key] for b in batches]
-            real = [(b, y) for b, y in zip(batches, ys) if math.isfinite(y)]
-            ax.plot([b for b, _ in real], [y for _, y in real], marker="o", ms=3, lw=1, label=LABELS[est])
-            for b, y in zip(batches, ys):
-                if not math.isfinite(y):
-                    n = stacks.setdefault((key, b), 0)
-                    plotting.mark_diverged(ax, [b], [y], math.inf, name=LABELS[est] + " ", stack=n)
-                    stacks[(key, b)] = n + 1
-    axes[0].set_yscale("log")
-    wild = any(abs(s["final_mi"]) > 50 for s in summary.values() if math.isfinite(s["final_mi"]))
-    if wild:   # an exploded DV (1e9) would flatten log 16 and the regularized estimates
-        axes[1].set_yscale("symlog", linthresh=10.0)
+        runs = [summary[f"{est}-b{b}"] for b in batches]
+        nan_at = [b for b, r in zip(batches, runs) if r["nonfinite_steps"]]
+        label = LABELS[est] + (f" (non-finite steps at batch {', '.join(map(str, nan_at))})" if nan_at else "")
+        for ax, key, limit in ((axes[0], "max_abs_t", math.inf), (axes[1], "final_mi", plotting.DIVERGED_ABS)):
+            ys = [r[key] for r in runs]
+            real = [(b, y) for b, y in zip(batches, ys) if not plotting.is_diverged(y, limit)]
+            ax.plot([b for b, _ in real], [y for _, y in real], marker="o", ms=3, lw=1, label=label)
+            plotting.mark_diverged(ax, batches, ys, limit, name=LABELS[est] + " ")
+    if any(math.isfinite(r["max_abs_t"]) and r["max_abs_t"] > 0 for r in summary.values()):
+        axes[0].set_yscale("log")
     axes[1].axhline(onehot_mi(cfg.n_classes), ls="--", c="k", lw=0.8, label=f"true MI = log {cfg.n_classes}")
-    plotting.labels(axes[0], "batch size (pairs)", "largest |T| during training (log scale)")
-    plotting.labels(axes[1], "batch size (pairs)",
-                    "MI estimate, mean of last 500 steps (nats" + (", symlog)" if wild else ")"))
-    axes[0].set_title("critic magnitude against batch size", pad=16)
-    axes[1].set_title("final estimate against batch size", pad=16)
+    plotting.labels(axes[0], "batch size (pairs)", "largest finite |T| during training (log scale)",
+                    "critic magnitude against batch size")
+    plotting.labels(axes[1], "batch size (pairs)", "MI estimate, mean of the last 500 steps (nats)",
+                    "final estimate against batch size")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_xlim(min(batches) / 1.25, max(batches) * 1.25)
         ax.minorticks_off()
-        ax.legend()
+        ax.legend(fontsize=6)
     fig.suptitle(f"one-hot, {cfg.steps} SGD steps, lambda = {cfg.reg_weight:g} (ReDV, ReNWJ)")
     plotting.save(fig, path)
 

@@ -80,32 +80,62 @@ def test_the_clb_panel_keeps_diverged_runs_apart_from_real_values(tmp_path, monk
     assert dashes and all(y != 0.0 for _, y in dashes)
 
 
-def test_the_onehot_batch_sweep_marks_an_exploded_critic(tmp_path, monkeypatch):
-    """Figs 3 and 5 in one view: a critic or estimate that is not finite is the marker with the estimator's
-    name; a finite 9.6e37 or -1e30 stays a point."""
+def _onehot_sweep(tmp_path, monkeypatch, summary, batches="100,32,8"):
     from fastmi.experiments import remine_onehot, runner
 
-    cfg = runner.make_config(remine_onehot, False, ["batches=100,32,8"])
-    row = lambda t, mi: {"max_abs_t": t, "final_mi": mi}  # noqa: E731
-    summary = {}
-    for b in cfg.batches:
-        summary.update({f"dv-b{b}": row(math.inf if b == 8 else 50.0, math.nan if b == 8 else 2.7),
-                        f"nwj-b{b}": row(9.6e37 if b == 8 else 12.0, -1e30 if b == 8 else 2.6),
-                        f"redv-b{b}": row(8.0, 2.7), f"renwj-b{b}": row(10.0, 2.7)})
+    cfg = runner.make_config(remine_onehot, False, [f"batches={batches}"])
     seen = {}
     real_save = plotting.save
     monkeypatch.setattr(plotting, "save", lambda fig, path: (seen.setdefault("fig", fig), real_save(fig, path)))
     remine_onehot._plot_batches(tmp_path / "batch_sweep.png", cfg, summary)
-    t_ax, mi_ax = seen["fig"].axes[:2]
-    assert plotting.unlabeled(seen["fig"]) == [] and (tmp_path / "batch_sweep.png").exists()
-    assert t_ax.get_yscale() == "log" and t_ax.get_xscale() == "log"
-    assert len(_markers(t_ax)) == 1                     # DV's inf at batch 8; NWJ's 9.6e37 is a real point
-    nwj = [line for line in t_ax.get_lines() if line.get_label() == "NWJ"][0]
+    assert (tmp_path / "batch_sweep.png").exists() and plotting.unlabeled(seen["fig"]) == []
+    return seen["fig"].axes[:2]
+
+
+def _row(t, mi, nan_steps=0):
+    return {"max_abs_t": t, "final_mi": mi, "nonfinite_steps": nan_steps}
+
+
+def test_the_onehot_batch_sweep_marks_exploded_runs_by_name(tmp_path, monkeypatch):
+    """Figs 3 and 5 in one view: an infinite |T| or an estimate that is not finite or beyond 1e4 is the
+    marker named after its estimator (the estimates near log 16 stay readable); a finite 9.6e37 |T| is
+    a point, and NaN steps are said in the legend."""
+    summary = {}
+    for b in (100, 32, 8):
+        summary.update({f"dv-b{b}": _row(math.inf if b == 8 else 50.0, 1.7e9 if b == 8 else 2.7),
+                        f"nwj-b{b}": _row(9.6e37 if b == 8 else 12.0, math.nan if b == 8 else 2.6, 5 * (b == 8)),
+                        f"redv-b{b}": _row(8.0, 2.7), f"renwj-b{b}": _row(10.0, 2.7)})
+    t_ax, mi_ax = _onehot_sweep(tmp_path, monkeypatch, summary)
+    assert t_ax.get_yscale() == "log" and mi_ax.get_yscale() == "linear"
+    assert len(_markers(t_ax)) == 1 and "DV inf" in [t.get_text() for t in t_ax.texts]
+    nwj = [line for line in t_ax.get_lines() if line.get_label().startswith("NWJ")][0]
     assert max(nwj.get_ydata()) == pytest.approx(9.6e37)
-    assert len(_markers(mi_ax)) == 1                    # DV's NaN estimate, named
-    assert "DV nan" in [t.get_text() for t in mi_ax.texts] and "DV inf" in [t.get_text() for t in t_ax.texts]
-    assert mi_ax.get_yscale() == "symlog"               # NWJ's finite -1e30 is drawn where it is
-    nwj = [line for line in mi_ax.get_lines() if line.get_label() == "NWJ"][0]
-    assert min(nwj.get_ydata()) == pytest.approx(-1e30)
-    dv = [line for line in mi_ax.get_lines() if line.get_label() == "DV"][0]
-    assert sorted(dv.get_xdata()) == [32, 100]
+    assert nwj.get_label() == "NWJ (non-finite steps at batch 8)"
+    assert sorted(t.get_text() for t in mi_ax.texts) == ["DV 1.7e+09", "NWJ nan"]
+    assert mi_ax.get_ylim()[1] < 10                     # log 16 and the regularized estimates readable
+    assert [t.xyann[1] for t in mi_ax.texts] in ([-9, -16], [-16, -9])   # two notes at batch 8 stacked apart
+
+
+def test_the_onehot_batch_sweep_survives_every_run_diverged(tmp_path, monkeypatch):
+    summary = {f"{e}-b{b}": _row(math.inf, math.nan, 10) for e in ("dv", "nwj", "redv", "renwj") for b in (100, 32)}
+    t_ax, mi_ax = _onehot_sweep(tmp_path, monkeypatch, summary, batches="100,32")
+    assert len(_markers(t_ax)) == 8 and t_ax.get_yscale() == "linear"
+    lo, hi = t_ax.get_xlim()
+    assert lo < 32 and hi > 100                         # the markers' batches are inside the panel
+
+
+def test_fig6_panels_survive_every_value_diverged(tmp_path, monkeypatch):
+    """remine_clb --set estimators=js: nothing finite to draw; the lambdas still set the x range."""
+    from fastmi.experiments import _benchmark_lambda, remine_ood
+
+    nan = math.nan
+    summary = {"js": {"all": {"0": {"mi": -4.9e34, "acc": 0.09, "mi_ci": nan, "acc_ci": nan},
+                              "0.1": {"mi": nan, "acc": 0.1, "mi_ci": nan, "acc_ci": nan},
+                              "0.01": {"mi": nan, "acc": 0.1, "mi_ci": nan, "acc_ci": nan}}}}
+    seen = {}
+    real_save = plotting.save
+    monkeypatch.setattr(plotting, "save", lambda fig, path: (seen.setdefault("fig", fig), real_save(fig, path)))
+    _benchmark_lambda.plot(tmp_path / "f.png", remine_ood.Config(dataset="fashion-mnist"), "clb", summary)
+    mi_ax = seen["fig"].axes[0]
+    lo, hi = mi_ax.get_xlim()
+    assert lo < 0.01 and hi > 0.1 and len(_markers(mi_ax)) == 2
