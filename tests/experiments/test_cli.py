@@ -153,8 +153,11 @@ def test_ctrl_c_keeps_the_work_and_gives_the_resume_command(tmp_path):
     args = ["run", "remine_onehot", "--quick", "--set", "steps=4000", "--set", "batches=8", "--set",
             "sweep_targets=0", "--set", "ckpt_every=100", "--no-progress", "--out", str(tmp_path / "runs")]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # a shell's background job (nohup ... &) starts with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: the child gets the default handling a terminal's Ctrl-C meets
     proc = subprocess.Popen([sys.executable, "-m", "fastmi", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     jobs = tmp_path / "runs" / "remine_onehot-quick-seed0" / "jobs"
     deadline = time.monotonic() + 240
     while not list(jobs.glob("*.pt")) and time.monotonic() < deadline and proc.poll() is None:
