@@ -126,23 +126,59 @@ def _blocks(K: int, on_gpu: bool):
     return (64, 64, bk) if on_gpu else (32, 32, bk)
 
 
+def _smaller_tiles(BM: int, BN: int, BK: int) -> list:
+    """The tiles to try, largest first: BK halved down to 16, then BM and BN halved down to 16."""
+    out = [(BM, BN, BK)]
+    while BK > 16:
+        BK //= 2
+        out.append((BM, BN, BK))
+    while BM > 16 or BN > 16:
+        BM, BN = max(16, BM // 2), max(16, BN // 2)
+        out.append((BM, BN, BK))
+    return out
+
+
+# (device, dtype, K's first tile, UNBIASED, WANT_GRAD) -> the tile that fitted; filled on the first
+# launch that needed a smaller one
+_FITTED: dict = {}
+
+
 def rows_pass(a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, scales, inv_s, coef_self: float, coef_cross: float,
               unbiased: bool, want_grad: bool):
     """(per-row values [n_a], gradient [n_a, K] in the caller's units, or None) for the rows of one sample,
-    in the dtype of the prepared points (fp32, or fp64 for float64 inputs)."""
+    in the dtype of the prepared points (fp32, or fp64 for float64 inputs).
+
+    A tile whose compiled kernel needs more shared memory or registers than the GPU has (Triton's
+    OutOfResources: BK = 128 asks 192 KB of shared memory from some Triton versions, over an A100's
+    164 KB) is retried with smaller ones (``_smaller_tiles``); the one that fits is remembered."""
+    from triton.runtime.errors import OutOfResources
+
     n_a, K = a_self.shape
     n_b = b_cross.shape[0]
     fp64 = a_self.dtype == torch.float64
     BM, BN, BK = _blocks(K, a_self.is_cuda)
     if fp64 and a_self.is_cuda:  # fp64 tiles take twice the registers
         BM, BN = BM // 2, BN // 2
+    key = (a_self.device, a_self.dtype, BK, unbiased, want_grad)
     val = torch.empty(n_a, device=a_self.device, dtype=a_self.dtype)
     grad = torch.empty((n_a, K) if want_grad else (1, 1), device=a_self.device, dtype=a_self.dtype)
-    grid = (triton.cdiv(n_a, BM), triton.cdiv(K, BK) if want_grad else 1)
     weights = torch.cat([scales, torch.tensor([coef_self, coef_cross], dtype=scales.dtype, device=scales.device)])
-    _mmd_imq_rows_kernel[grid](a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, weights, inv_s, val, grad,
-                               scales.numel(), n_a, n_b, K, UNBIASED=unbiased,
-                               WANT_GRAD=want_grad, BM=BM, BN=BN, BK=BK,
-                               PREC="tf32x3" if a_self.is_cuda and not fp64 else "ieee",
-                               ACC=tl.float64 if fp64 else tl.float32)
+    tiles = _smaller_tiles(BM, BN, BK)
+    if key in _FITTED:
+        tiles = tiles[tiles.index(_FITTED[key]):]
+    for i, (bm, bn, bk) in enumerate(tiles):
+        grid = (triton.cdiv(n_a, bm), triton.cdiv(K, bk) if want_grad else 1)
+        try:
+            _mmd_imq_rows_kernel[grid](a_self, qa_self, a_cross, qa_cross, b_cross, qb_cross, weights, inv_s, val,
+                                       grad, scales.numel(), n_a, n_b, K, UNBIASED=unbiased,
+                                       WANT_GRAD=want_grad, BM=bm, BN=bn, BK=bk,
+                                       PREC="tf32x3" if a_self.is_cuda and not fp64 else "ieee",
+                                       ACC=tl.float64 if fp64 else tl.float32)
+        except OutOfResources:
+            if i == len(tiles) - 1:
+                raise
+            continue
+        if i:
+            _FITTED[key] = (bm, bn, bk)
+        break
     return val, (grad if want_grad else None)

@@ -124,3 +124,46 @@ def test_triton_near_coincident_points():
     v, gx, _ = run(x.float(), y.float(), "triton", scale=1e-4)
     close(v, want, 1e-3, 1e-3)
     close(gx, wgx, 1e-2, 1e-3)
+
+
+@needs_triton
+def test_triton_tiles_that_do_not_fit_are_retried_smaller(monkeypatch):
+    """A tile the GPU cannot hold (Triton's OutOfResources: BK = 128 asked 192 KB of shared memory of an
+    A100 under one Triton version) is retried with smaller tiles, the same result; the tile that fitted
+    is remembered; when none fits, the error is raised."""
+    from triton.runtime.errors import OutOfResources
+
+    from fastmi.kernels import mmd_imq as k
+
+    real = k._mmd_imq_rows_kernel
+    tried = []
+
+    class Limited:   # the kernel on a GPU with room for BK <= limit only
+        limit = 32
+
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                tried.append((kw["BM"], kw["BN"], kw["BK"]))
+                if kw["BK"] > self.limit:
+                    raise OutOfResources(kw["BK"] * 1536, self.limit * 1536, "shared memory")
+                return real[grid](*args, **kw)
+            return launch
+
+    x, y = sample(20, 9, 130, shift=0.4, seed=7)
+    want, wgx, wgy = exact_grads(x, y, [130.0], True)
+    monkeypatch.setattr(k, "_FITTED", {})
+    monkeypatch.setattr(k, "_mmd_imq_rows_kernel", Limited())
+    v, gx, gy = run(x.float(), y.float(), "triton")
+    close(v, want, 1e-4, 1e-5 / max(want.abs().item(), 1e-12))
+    close(gx, wgx, 1e-3, 1e-4)
+    close(gy, wgy, 1e-3, 1e-4)
+    first = tried[0]
+    assert first[2] > 32 and all(t[2] <= 32 for t in tried[2:])   # x: first tile refused, then 32 fits
+    assert list(k._FITTED.values()) and all(t[2] == 32 for t in k._FITTED.values())
+    tried.clear()
+    run(x.float(), y.float(), "triton")
+    assert tried and all(t[2] == 32 for t in tried)               # remembered: no refused tile again
+    Limited.limit = 8                                              # nothing fits
+    monkeypatch.setattr(k, "_FITTED", {})
+    with pytest.raises(OutOfResources):
+        run(x.float(), y.float(), "triton")
